@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing, builds with warnings as errors, runs every
+# test with ctest, then (unless --quick) rebuilds under AddressSanitizer and
+# UndefinedBehaviorSanitizer and runs the tests again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+
+bash scripts/install_deps.sh
+BUILD_DIR=build bash scripts/build.sh
+(cd build && ctest --output-on-failure -j 2 --timeout 900)
+
+if [ $quick -eq 0 ]; then
+  echo "== sanitizers: address,undefined"
+  BUILD_DIR=build-asan bash scripts/build.sh -DDEEPLAB_SANITIZE=address,undefined \
+    -DCMAKE_BUILD_TYPE=Debug
+  # LibTorch keeps process-lifetime registries that LeakSanitizer would report at exit.
+  export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1
+  export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+  (cd build-asan && ctest --output-on-failure -j 2 --timeout 1800)
+fi

@@ -1,0 +1,277 @@
+// Weight import: Keras HDF5 files in exactly the published layout (written by
+// tests/tools/make_keras_h5.py), the native checkpoint, and TorchScript archives.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <hdf5.h>
+#include <torch/script.h>
+#include <unistd.h>
+
+#include <fstream>
+
+#include "tests/workers/test_util.h"
+#include "workers/weights/keras_h5.h"
+#include "workers/weights/native_checkpoint.h"
+#include "workers/weights/segmentation_model.h"
+
+namespace deeplab {
+namespace {
+
+using ::deeplab::testing::Build;
+using ::deeplab::testing::RunPythonTool;
+using ::deeplab::testing::Spec;
+using ::deeplab::testing::TempDir;
+using ::testing::HasSubstr;
+
+// Reads dataset /<layer>/<variable> of the fixture's expected file (PyTorch layout).
+torch::Tensor ReadExpected(hid_t file, const std::string& layer, const std::string& variable) {
+  const std::string path = "/" + layer + "/" + variable;
+  hid_t ds = H5Dopen2(file, path.c_str(), H5P_DEFAULT);
+  if (ds < 0) return torch::Tensor();
+  hid_t space = H5Dget_space(ds);
+  std::vector<hsize_t> dims(H5Sget_simple_extent_ndims(space));
+  H5Sget_simple_extent_dims(space, dims.data(), nullptr);
+  std::vector<int64_t> shape(dims.begin(), dims.end());
+  torch::Tensor t = torch::empty(shape, torch::kFloat32);
+  H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.data_ptr<float>());
+  H5Sclose(space);
+  H5Dclose(ds);
+  return t;
+}
+
+struct KerasCase {
+  std::string name;
+  std::string backbone;
+  int classes;
+  double alpha;
+  std::string extra_args;
+};
+
+void PrintTo(const KerasCase& c, std::ostream* os) { *os << c.name; }
+
+class KerasImportTest : public ::testing::TestWithParam<KerasCase> {};
+
+// Every tensor must land in its PyTorch place with the right transposition: the expected
+// file holds each Keras tensor transposed independently (numpy) by the fixture tool.
+TEST_P(KerasImportTest, ValuesLandInTheRightPlaces) {
+  const KerasCase& c = GetParam();
+  const std::string dir = TempDir("keras_" + c.name);
+  const std::string h5 = dir + "/weights.h5";
+  const std::string expected = dir + "/expected.h5";
+  std::string args = "--arch " + c.backbone + " --classes " + std::to_string(c.classes) +
+                     " --out " + h5 + " --expected " + expected + " " + c.extra_args;
+  if (c.backbone == "mobilenetv2") args += " --alpha " + std::to_string(c.alpha);
+  RunPythonTool("make_keras_h5.py", args);
+
+  DeepLabV3Plus model = Build(Spec(c.backbone, c.classes, 0, c.alpha));
+  ASSERT_TRUE(LoadKerasH5(h5, model).ok()) << LoadKerasH5(h5, model);
+
+  std::map<std::string, torch::Tensor> state;
+  for (const auto& p : model->named_parameters()) state[p.key()] = p.value();
+  for (const auto& b : model->named_buffers()) state[b.key()] = b.value();
+  hid_t file = H5Fopen(expected.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  ASSERT_GE(file, 0);
+  int checked = 0;
+  for (const auto& [name, ref] : KerasWeightMap(model)) {
+    torch::Tensor want = ReadExpected(file, ref.layer, ref.variable);
+    ASSERT_TRUE(want.defined()) << "expected file lacks " << ref.layer << "/" << ref.variable;
+    ASSERT_TRUE(torch::equal(state.at(name), want)) << name;
+    ++checked;
+  }
+  H5Fclose(file);
+  EXPECT_GT(checked, 100);
+  std::filesystem::remove_all(dir);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    PublishedVariants, KerasImportTest,
+    ::testing::Values(
+        KerasCase{"voc_xception", "xception65", 21, 1.0, ""},
+        KerasCase{"cityscapes_xception_model_save", "xception65", 19, 1.0,
+                  "--layout model_save"},
+        KerasCase{"pathology_split_names", "xception65", 2, 1.0, "--split-names 3"},
+        KerasCase{"voc_mobilenetv2", "mobilenetv2", 21, 1.0, ""},
+        KerasCase{"cityscapes_mobilenetv2_model_save", "mobilenetv2", 19, 1.0,
+                  "--layout model_save"},
+        KerasCase{"mobilenetv2_alpha_0_5", "mobilenetv2", 5, 0.5, ""}),
+    [](const auto& info) { return info.param.name; });
+
+class KerasDefectTest : public ::testing::TestWithParam<std::string> {};
+
+// A file with a missing, extra or mis-shaped tensor is refused, naming it and the file.
+TEST_P(KerasDefectTest, RefusedWithTheTensorNamed) {
+  const std::string defect = GetParam();
+  const std::string dir = TempDir("defect_" + defect);
+  const std::string h5 = dir + "/bad.h5";
+  const std::string report = RunPythonTool(
+      "make_keras_h5.py", "--arch mobilenetv2 --classes 21 --defect " + defect + " --out " + h5);
+  // The tool reports the affected layer as "layer": "<name>".
+  const size_t at = report.find("\"layer\": \"");
+  ASSERT_NE(at, std::string::npos) << report;
+  const std::string layer = report.substr(at + 10, report.find('"', at + 10) - at - 10);
+
+  DeepLabV3Plus model = Build(Spec("mobilenetv2", 21));
+  absl::Status status = LoadKerasH5(h5, model);
+  ASSERT_FALSE(status.ok());
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  const std::string word = defect == "misshaped" ? "mis-shaped" : defect;
+  EXPECT_THAT(std::string(status.message()), HasSubstr(word + " tensor '" + layer + "/"));
+  EXPECT_THAT(std::string(status.message()), HasSubstr(h5));
+  std::filesystem::remove_all(dir);
+}
+
+INSTANTIATE_TEST_SUITE_P(Defects, KerasDefectTest,
+                         ::testing::Values("missing", "extra", "misshaped"));
+
+TEST(KerasImportTest, WrongClassCountOrLogitsNameIsExplained) {
+  const std::string dir = TempDir("keras_classes");
+  const std::string h5 = dir + "/voc.h5";
+  RunPythonTool("make_keras_h5.py", "--arch mobilenetv2 --classes 21 --out " + h5);
+  DeepLabV3Plus two = Build(Spec("mobilenetv2", 2));
+  absl::Status status = LoadKerasH5(h5, two);
+  ASSERT_FALSE(status.ok());
+  EXPECT_THAT(std::string(status.message()), HasSubstr("logits_semantic"));
+  EXPECT_THAT(std::string(status.message()), HasSubstr("--logits-layer"));
+  std::filesystem::remove_all(dir);
+}
+
+TEST(KerasImportTest, NotAnHdf5File) {
+  const std::string dir = TempDir("keras_garbage");
+  const std::string path = dir + "/garbage.h5";
+  std::ofstream(path) << "this is not hdf5";
+  DeepLabV3Plus model = Build(Spec("mobilenetv2", 21));
+  absl::Status status = LoadKerasH5(path, model);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("not an HDF5 file"));
+  EXPECT_THAT(std::string(LoadKerasH5(dir + "/absent.h5", model).message()),
+              HasSubstr("absent.h5"));
+  std::filesystem::remove_all(dir);
+}
+
+TEST(NativeCheckpointTest, RoundTripsBitExactly) {
+  const std::string dir = TempDir("native");
+  const std::string path = dir + "/model.dlck";
+  ModelSpec spec = Spec("mobilenetv2", 7, 0, 0.5);
+  spec.decoder = 1;
+  DeepLabV3Plus source = Build(spec);
+  {
+    torch::NoGradGuard no_grad;  // make running statistics non-default too
+    for (auto& b : source->named_buffers()) {
+      if (b.value().is_floating_point()) b.value().uniform_(0.5, 2.0);
+    }
+  }
+  ASSERT_TRUE(SaveNativeCheckpoint(path, source, "test").ok());
+  DeepLabV3Plus copy = Build(spec);
+  ASSERT_TRUE(LoadNativeCheckpoint(path, copy).ok()) << LoadNativeCheckpoint(path, copy);
+  auto a = source->named_parameters();
+  auto b = copy->named_parameters();
+  for (const auto& p : a) EXPECT_TRUE(torch::equal(p.value(), b[p.key()])) << p.key();
+  auto ab = source->named_buffers();
+  auto bb = copy->named_buffers();
+  for (const auto& p : ab) {
+    if (p.value().is_floating_point()) {
+      EXPECT_TRUE(torch::equal(p.value(), bb[p.key()])) << p.key();
+    }
+  }
+  auto header = ReadNativeCheckpointHeader(path);
+  ASSERT_TRUE(header.ok());
+  EXPECT_EQ(header->architecture().backbone(), "mobilenetv2");
+  EXPECT_EQ(header->source(), "test");
+
+  // Another architecture is refused by name.
+  DeepLabV3Plus other = Build(Spec("mobilenetv2", 7));
+  EXPECT_THAT(std::string(LoadNativeCheckpoint(path, other).message()), HasSubstr("not the"));
+
+  // A flipped byte in the data fails its checksum; a truncated file is named as such.
+  {
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(0, std::ios::end);
+    const auto size = static_cast<int64_t>(f.tellg());
+    f.seekp(size - 100);
+    f.put('\x7f');
+  }
+  absl::Status corrupt = LoadNativeCheckpoint(path, copy);
+  EXPECT_EQ(corrupt.code(), absl::StatusCode::kDataLoss) << corrupt;
+  std::filesystem::resize_file(path, std::filesystem::file_size(path) / 2);
+  EXPECT_THAT(std::string(LoadNativeCheckpoint(path, copy).message()), HasSubstr("truncated"));
+  std::ofstream(dir + "/junk.dlck") << "junk junk junk junk";
+  EXPECT_THAT(std::string(LoadNativeCheckpoint(dir + "/junk.dlck", copy).message()),
+              HasSubstr("not a deeplab-serve native checkpoint"));
+  std::filesystem::remove_all(dir);
+}
+
+class TorchScriptTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new std::string(TempDir("torchscript"));
+    RunPythonTool("make_torchscript.py", "--out-dir " + *dir_);
+  }
+  static void TearDownTestSuite() {
+    std::filesystem::remove_all(*dir_);
+    delete dir_;
+  }
+  static torch::Tensor Reference(const std::string& name) {
+    return torch::jit::load(*dir_ + "/reference.pt").attr(name).toTensor();
+  }
+  static std::string* dir_;
+};
+std::string* TorchScriptTest::dir_ = nullptr;
+
+TEST_F(TorchScriptTest, ScriptedTracedAndDictModelsMatchPython) {
+  const torch::Tensor input = Reference("input");
+  for (const auto& [file, buffer] : std::vector<std::pair<std::string, std::string>>{
+           {"scripted.pt", "scripted_out"}, {"traced.pt", "traced_out"},
+           {"dict_out.pt", "dict_out"}}) {
+    auto model = LoadSegmentationModel(Spec("", 3), WeightsFormat::kTorchScript,
+                                       *dir_ + "/" + file);
+    ASSERT_TRUE(model.ok()) << model.status();
+    auto out = (*model)->Forward(input);
+    ASSERT_TRUE(out.ok()) << out.status();
+    EXPECT_TRUE(torch::allclose(*out, Reference(buffer), 1e-5, 1e-6)) << file;
+    // Other sizes work too (the traced model was traced at 16x16).
+    auto other = (*model)->Forward(torch::randn({2, 3, 31, 12}));
+    ASSERT_TRUE(other.ok()) << other.status();
+    EXPECT_EQ(other->sizes().vec(), (std::vector<int64_t>{2, 3, 31, 12}));
+  }
+}
+
+TEST_F(TorchScriptTest, WrongClassCountAndBadFilesAreErrors) {
+  auto model = LoadSegmentationModel(Spec("", 5), WeightsFormat::kTorchScript,
+                                     *dir_ + "/scripted.pt");
+  ASSERT_TRUE(model.ok());
+  auto out = (*model)->Forward(torch::randn({1, 3, 8, 8}));
+  EXPECT_THAT(std::string(out.status().message()), HasSubstr("5 classes"));
+  EXPECT_EQ((*model)->Forward(torch::randn({1, 4, 8, 8})).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  auto missing = LoadSegmentationModel(Spec("", 3), WeightsFormat::kTorchScript,
+                                       *dir_ + "/absent.pt");
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(missing.status().message()), HasSubstr("absent.pt"));
+}
+
+TEST(SegmentationModelTest, EveryFormatBehindOneInterface) {
+  const std::string dir = TempDir("interface");
+  const std::string h5 = dir + "/w.h5";
+  RunPythonTool("make_keras_h5.py", "--arch mobilenetv2 --classes 4 --out " + h5);
+  auto keras = LoadSegmentationModel(Spec("mobilenetv2", 4), WeightsFormat::kKerasH5, h5);
+  ASSERT_TRUE(keras.ok()) << keras.status();
+  EXPECT_EQ((*keras)->num_classes(), 4);
+  torch::Tensor x = torch::randn({1, 3, 37, 29});
+  auto from_keras = (*keras)->Forward(x);
+  ASSERT_TRUE(from_keras.ok());
+  EXPECT_EQ(from_keras->sizes().vec(), (std::vector<int64_t>{1, 4, 37, 29}));
+
+  // Keras -> native -> SegmentationModel gives the same output bit for bit.
+  DeepLabV3Plus net = Build(Spec("mobilenetv2", 4));
+  ASSERT_TRUE(LoadKerasH5(h5, net).ok());
+  ASSERT_TRUE(SaveNativeCheckpoint(dir + "/w.dlck", net, "test").ok());
+  auto native = LoadSegmentationModel(Spec("mobilenetv2", 4), WeightsFormat::kNative,
+                                      dir + "/w.dlck");
+  ASSERT_TRUE(native.ok()) << native.status();
+  EXPECT_TRUE(torch::equal(*(*native)->Forward(x), *from_keras));
+
+  EXPECT_FALSE(ParseWeightsFormat("pickle").ok());
+  EXPECT_EQ(*ParseWeightsFormat("keras_h5"), WeightsFormat::kKerasH5);
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace deeplab

@@ -1,0 +1,50 @@
+// SegmentationModel: the one interface the worker runs, whatever the weights came from
+// (a Keras HDF5 file, our native checkpoint, or a user's TorchScript archive).
+//
+// Forward may be called from several threads at once (inference only, no shared mutable
+// state); Load* functions are thread-compatible.
+#ifndef DEEPLAB_WORKERS_WEIGHTS_SEGMENTATION_MODEL_H_
+#define DEEPLAB_WORKERS_WEIGHTS_SEGMENTATION_MODEL_H_
+
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "workers/model/model_spec.h"
+
+namespace deeplab {
+
+enum class WeightsFormat {
+  kRandom,       // no file: freshly initialised weights (tests, speed benchmarks)
+  kKerasH5,      // keras-deeplab-v3-plus / DigiPathAI .h5
+  kNative,       // our .dlck checkpoint
+  kTorchScript,  // a user's scripted or traced model
+};
+
+// "keras_h5", "native", "torchscript", "random" -> format; anything else INVALID_ARGUMENT.
+absl::StatusOr<WeightsFormat> ParseWeightsFormat(const std::string& name);
+
+class SegmentationModel {
+ public:
+  virtual ~SegmentationModel() = default;
+
+  // input: NCHW float32, normalized as the weight set requires. Returns NCHW float32 scores
+  // (logits or probabilities) with num_classes() channels at the input's height and width.
+  // Errors: INVALID_ARGUMENT for a bad input shape, INTERNAL when the model itself fails.
+  virtual absl::StatusOr<torch::Tensor> Forward(const torch::Tensor& input) = 0;
+
+  virtual int num_classes() const = 0;
+  // For logs and Status: e.g. "xception65/os16/21 classes from /models/voc/weights.h5".
+  virtual std::string Describe() const = 0;
+};
+
+// Builds the network described by spec (ignored for TorchScript except num_classes, which
+// the model's output must match) and loads weights from path in the given format.
+absl::StatusOr<std::unique_ptr<SegmentationModel>> LoadSegmentationModel(
+    const ModelSpec& spec, WeightsFormat format, const std::string& path);
+
+}  // namespace deeplab
+
+#endif  // DEEPLAB_WORKERS_WEIGHTS_SEGMENTATION_MODEL_H_
