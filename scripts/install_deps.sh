@@ -7,7 +7,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config git ca-certificates
   libtorch-dev                                   # LibTorch 1.13 (CPU)
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libopencv-dev prometheus-cpp-dev libabsl-dev libhdf5-dev zlib1g-dev
+  libopencv-dev prometheus-cpp-dev libabsl-dev libhdf5-dev zlib1g-dev libssl-dev
   libgtest-dev libgmock-dev
   python3 python3-torch python3-numpy python3-h5py python3-grpcio python3-grpc-tools
 )

@@ -187,3 +187,40 @@ TEST(ModelTest, MultiplyAddsNearTheModelZooFigure) {
 
 }  // namespace
 }  // namespace deeplab
+
+namespace deeplab {
+namespace {
+
+// Folding BatchNorm into the convolutions must not change the function, for every backbone
+// (this also checks the structural conv -> BatchNorm pairing FoldBatchNorms relies on).
+TEST(ModelTest, FoldingBatchNormKeepsTheOutput) {
+  for (const std::string backbone : {"xception65", "mobilenetv2", "resnet50"}) {
+    ModelSpec spec = testing::Spec(backbone, 3);
+    spec.decoder = 1;
+    DeepLabV3Plus model = testing::Build(spec);
+    {
+      torch::NoGradGuard no_grad;  // non-trivial statistics so that folding has work to do
+      for (auto& m : model->modules()) {
+        if (auto* bn = m->as<BatchNorm>()) {
+          bn->running_mean.uniform_(-0.5, 0.5);
+          bn->running_var.uniform_(0.5, 2.0);
+          bn->weight.uniform_(0.5, 1.5);
+          bn->bias.uniform_(-0.2, 0.2);
+        }
+      }
+    }
+    torch::Tensor x = torch::randn({2, 3, 45, 37});
+    torch::InferenceMode guard;
+    torch::Tensor before = model->forward(x);
+    const int folded = FoldBatchNorms(*model);
+    int bn_count = 0;
+    for (auto& m : model->modules()) bn_count += m->as<BatchNorm>() != nullptr;
+    EXPECT_EQ(folded, bn_count) << backbone;  // every BatchNorm found its conv
+    torch::Tensor after = model->forward(x);
+    EXPECT_TRUE(torch::allclose(before, after, 1e-3, 1e-3))
+        << backbone << " max diff " << (before - after).abs().max().item<float>();
+  }
+}
+
+}  // namespace
+}  // namespace deeplab

@@ -87,7 +87,7 @@ void DeepLabV3PlusImpl::InitializeWeights() {
     if (auto* conv = m->as<torch::nn::Conv2d>()) {
       torch::nn::init::kaiming_normal_(conv->weight, 0.0, torch::kFanOut, torch::kReLU);
       if (conv->bias.defined()) conv->bias.zero_();
-    } else if (auto* bn = m->as<torch::nn::BatchNorm2d>()) {
+    } else if (auto* bn = m->as<BatchNorm>()) {
       bn->weight.fill_(1.0);
       bn->bias.zero_();
     }
@@ -129,7 +129,7 @@ ParameterCounts CountParameters(torch::nn::Module& module) {
   }
   int64_t bn_channels = 0;
   for (const auto& m : module.modules(/*include_self=*/false)) {
-    if (auto* bn = m->as<torch::nn::BatchNorm2d>()) bn_channels += bn->options.num_features();
+    if (auto* bn = m->as<BatchNorm>()) bn_channels += bn->channels();
   }
   counts.bn_folded = counts.trainable - bn_channels;
   return counts;

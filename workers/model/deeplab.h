@@ -30,7 +30,7 @@ class AsppImpl : public torch::nn::Module {
 
  private:
   torch::nn::Conv2d pooling_conv_{nullptr}, aspp0_{nullptr}, projection_{nullptr};
-  torch::nn::BatchNorm2d pooling_bn_{nullptr}, aspp0_bn_{nullptr}, projection_bn_{nullptr};
+  BatchNorm pooling_bn_{nullptr}, aspp0_bn_{nullptr}, projection_bn_{nullptr};
   std::vector<SepConvBN> atrous_;
 };
 TORCH_MODULE(Aspp);
@@ -45,7 +45,7 @@ class DecoderImpl : public torch::nn::Module {
  private:
   bool align_corners_;
   torch::nn::Conv2d projection_{nullptr};
-  torch::nn::BatchNorm2d projection_bn_{nullptr};
+  BatchNorm projection_bn_{nullptr};
   SepConvBN conv0_{nullptr}, conv1_{nullptr};
 };
 TORCH_MODULE(Decoder);

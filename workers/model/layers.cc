@@ -49,8 +49,55 @@ torch::nn::Conv2d MakeConv(int64_t in, int64_t out, int64_t kernel, int64_t stri
                                .bias(false));
 }
 
-torch::nn::BatchNorm2d MakeBatchNorm(int64_t channels, double eps) {
-  return torch::nn::BatchNorm2d(torch::nn::BatchNorm2dOptions(channels).eps(eps));
+BatchNormImpl::BatchNormImpl(int64_t channels, double eps, double momentum)
+    : channels_(channels), eps_(eps), momentum_(momentum) {
+  reset();
+}
+
+void BatchNormImpl::reset() {
+  weight = register_parameter("weight", torch::ones({channels_}));
+  bias = register_parameter("bias", torch::zeros({channels_}));
+  running_mean = register_buffer("running_mean", torch::zeros({channels_}));
+  running_var = register_buffer("running_var", torch::ones({channels_}));
+  num_batches_tracked = register_buffer("num_batches_tracked", torch::zeros({}, torch::kLong));
+}
+
+torch::Tensor BatchNormImpl::forward(const torch::Tensor& x) {
+  if (folded_) return x;
+  if (is_training()) num_batches_tracked.add_(1);
+  return torch::batch_norm(x, weight, bias, running_mean, running_var, is_training(), momentum_,
+                           eps_, /*cudnn_enabled=*/true);
+}
+
+BatchNorm MakeBatchNorm(int64_t channels, double eps) { return BatchNorm(channels, eps); }
+
+int FoldBatchNorms(torch::nn::Module& root) {
+  torch::NoGradGuard no_grad;
+  int folded = 0;
+  auto children = root.named_children();
+  for (size_t i = 0; i < children.size(); ++i) {
+    const std::shared_ptr<torch::nn::Module>& child = children[i].value();
+    folded += FoldBatchNorms(*child);
+    auto* conv = child->as<torch::nn::Conv2d>();
+    auto* bn = i + 1 < children.size() ? children[i + 1].value()->as<BatchNorm>() : nullptr;
+    if (conv == nullptr || bn == nullptr || bn->folded()) continue;
+    const torch::Tensor scale = bn->weight / torch::sqrt(bn->running_var + bn->eps());
+    conv->weight.mul_(scale.view({-1, 1, 1, 1}));
+    torch::Tensor bias = conv->bias.defined() ? conv->bias : torch::zeros_like(bn->running_mean);
+    bias = bn->bias + (bias - bn->running_mean) * scale;
+    if (conv->bias.defined()) {
+      conv->bias.copy_(bias);
+    } else {
+      // Conv2dImpl registers an undefined "bias" that cannot be registered again; the new
+      // bias lives in a buffer that the bias member shares, so Module::to() still moves it
+      // (it updates buffers in place) and forward uses it.
+      conv->bias = conv->register_buffer("folded_bias", bias);
+      conv->options.bias(true);
+    }
+    bn->set_folded();
+    ++folded;
+  }
+  return folded;
 }
 
 SepConvBNImpl::SepConvBNImpl(int64_t in, int64_t out, int64_t stride, int64_t rate,

@@ -36,10 +36,42 @@ class ScopedMacCounter {
   int64_t count_ = 0;
 };
 
+// BatchNorm over channels (PyTorch names: weight, bias, running_mean, running_var), that
+// can be folded into the convolution before it (FoldBatchNorms); once folded, forward is
+// the identity. Our own module rather than a subclass of LibTorch's, whose template base
+// Debian's libtorch does not export.
+class BatchNormImpl : public torch::nn::Cloneable<BatchNormImpl> {
+ public:
+  BatchNormImpl(int64_t channels, double eps, double momentum = 0.1);
+  void reset() override;
+  torch::Tensor forward(const torch::Tensor& x);
+
+  int64_t channels() const { return channels_; }
+  double eps() const { return eps_; }
+  bool folded() const { return folded_; }
+  void set_folded() { folded_ = true; }
+
+  torch::Tensor weight, bias, running_mean, running_var, num_batches_tracked;
+
+ private:
+  int64_t channels_;
+  double eps_;
+  double momentum_;
+  bool folded_ = false;
+};
+TORCH_MODULE(BatchNorm);
+
 // Bias-free 2-D convolution, the kind every Keras layer here except the logits uses.
 torch::nn::Conv2d MakeConv(int64_t in, int64_t out, int64_t kernel, int64_t stride = 1,
                            int64_t padding = 0, int64_t dilation = 1, int64_t groups = 1);
-torch::nn::BatchNorm2d MakeBatchNorm(int64_t channels, double eps);
+BatchNorm MakeBatchNorm(int64_t channels, double eps);
+
+// Folds every BatchNorm into the convolution whose output it normalises, for inference:
+// w' = w * g / sqrt(var + eps), b' = beta + (b - mean) * g / sqrt(var + eps). The pairing is
+// structural: within a module, a BatchNorm registered right after a Conv2d normalises that
+// conv's output, which every module of the family guarantees (tested against the unfolded
+// network). Returns the number of BatchNorms folded. Irreversible; the model stays in eval.
+int FoldBatchNorms(torch::nn::Module& root);
 
 // Keras' SepConv_BN: [ReLU] depthwise 3x3 (dilation r) -> BN -> [ReLU] -> pointwise 1x1 ->
 // BN -> [ReLU]. The leading ReLU is used when depth_activation is false, the two inner ones
@@ -55,9 +87,9 @@ class SepConvBNImpl : public torch::nn::Module {
  private:
   bool depth_activation_;
   torch::nn::Conv2d depthwise_{nullptr};
-  torch::nn::BatchNorm2d depthwise_bn_{nullptr};
+  BatchNorm depthwise_bn_{nullptr};
   torch::nn::Conv2d pointwise_{nullptr};
-  torch::nn::BatchNorm2d pointwise_bn_{nullptr};
+  BatchNorm pointwise_bn_{nullptr};
 };
 TORCH_MODULE(SepConvBN);
 

@@ -52,7 +52,7 @@ class InvertedResidualImpl : public torch::nn::Module {
   int64_t rate_;
   bool residual_;
   torch::nn::Conv2d expand_{nullptr}, depthwise_{nullptr}, project_{nullptr};
-  torch::nn::BatchNorm2d expand_bn_{nullptr}, depthwise_bn_{nullptr}, project_bn_{nullptr};
+  BatchNorm expand_bn_{nullptr}, depthwise_bn_{nullptr}, project_bn_{nullptr};
 };
 TORCH_MODULE(InvertedResidual);
 
@@ -111,7 +111,7 @@ class MobileNetV2Impl : public BackboneImpl {
 
  private:
   torch::nn::Conv2d conv_{nullptr};
-  torch::nn::BatchNorm2d conv_bn_{nullptr};
+  BatchNorm conv_bn_{nullptr};
   std::vector<InvertedResidual> blocks_;
   int64_t low_level_channels_ = 0;
   int64_t high_level_channels_ = 0;

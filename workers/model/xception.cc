@@ -57,7 +57,7 @@ class XceptionBlockImpl : public torch::nn::Module {
   Shortcut shortcut_type_;
   std::array<SepConvBN, 3> convs_{nullptr, nullptr, nullptr};
   torch::nn::Conv2d shortcut_conv_{nullptr};
-  torch::nn::BatchNorm2d shortcut_bn_{nullptr};
+  BatchNorm shortcut_bn_{nullptr};
 };
 TORCH_MODULE(XceptionBlock);
 
@@ -115,7 +115,7 @@ class Xception65Impl : public BackboneImpl {
 
  private:
   torch::nn::Conv2d conv1_1_{nullptr}, conv1_2_{nullptr};
-  torch::nn::BatchNorm2d bn1_1_{nullptr}, bn1_2_{nullptr};
+  BatchNorm bn1_1_{nullptr}, bn1_2_{nullptr};
   XceptionBlock entry1_{nullptr}, entry2_{nullptr}, entry3_{nullptr};
   std::vector<XceptionBlock> middle_;
   XceptionBlock exit1_{nullptr}, exit2_{nullptr};

@@ -168,8 +168,8 @@ std::map<std::string, KerasWeightRef> KerasWeightMap(DeepLabV3Plus& model) {
         add("weight", "kernel", KerasWeightRef::Layout::kConvKernel, {s[2], s[3], s[1], s[0]});
       }
       if (conv->bias.defined()) add("bias", "bias", KerasWeightRef::Layout::kVector, {s[0]});
-    } else if (auto* bn = item.value()->as<torch::nn::BatchNorm2d>()) {
-      const int64_t c = bn->options.num_features();
+    } else if (auto* bn = item.value()->as<BatchNorm>()) {
+      const int64_t c = bn->channels();
       add("weight", "gamma", KerasWeightRef::Layout::kVector, {c});
       add("bias", "beta", KerasWeightRef::Layout::kVector, {c});
       add("running_mean", "moving_mean", KerasWeightRef::Layout::kVector, {c});

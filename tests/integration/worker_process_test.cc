@@ -1,0 +1,329 @@
+// The real deeplab-worker binary on loopback ports it picks itself: health, Status,
+// reflection, Infer on real photos, /metrics, and the SIGTERM drain.
+#include <arpa/inet.h>
+#include <gmock/gmock.h>
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <future>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "common/image_codec.h"
+#include "deeplab/v1/worker.grpc.pb.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "tests/integration/process.h"
+
+namespace deeplab {
+namespace {
+
+using ::deeplab::testing::ChildProcess;
+using ::deeplab::testing::LastWord;
+using ::testing::HasSubstr;
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+void WriteFile(const std::string& path, const std::string& text) {
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+  std::ofstream(path) << text;
+}
+
+// GET /metrics over a plain socket: the exposition text.
+std::string Scrape(const std::string& address) {
+  const std::string host_port = address.substr(0, address.find('/'));
+  std::vector<std::string> parts = absl::StrSplit(host_port, ':');
+  int port = 0;
+  if (parts.size() != 2 || !absl::SimpleAtoi(parts[1], &port)) return "";
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  inet_pton(AF_INET, parts[0].c_str(), &addr.sin_addr);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return "";
+  }
+  const std::string request = "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
+  if (write(fd, request.data(), request.size()) < 0) return "";
+  std::string body;
+  char buf[8192];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof(buf))) > 0) body.append(buf, n);
+  close(fd);
+  return body;
+}
+
+struct Worker {
+  ChildProcess process;
+  std::string grpc_address;
+  std::string metrics_address;
+  std::shared_ptr<grpc::Channel> channel;
+};
+
+Worker StartWorker(const std::string& models, const std::string& ready_line = "ready") {
+  auto process = ChildProcess::Start({DEEPLAB_WORKER_BINARY, "--models", models, "--host",
+                                      "127.0.0.1", "--port", "0", "--metrics-port", "0",
+                                      "--threads", "2", "--pipeline-threads", "2"});
+  EXPECT_TRUE(process.ok()) << process.status();
+  auto grpc_line = process->WaitForLine("deeplab-worker: grpc ", absl::Seconds(60));
+  EXPECT_TRUE(grpc_line.ok()) << grpc_line.status();
+  auto metrics_line = process->WaitForLine("deeplab-worker: metrics ", absl::Seconds(10));
+  EXPECT_TRUE(metrics_line.ok()) << metrics_line.status();
+  auto ready = process->WaitForLine("deeplab-worker: " + ready_line, absl::Seconds(300));
+  EXPECT_TRUE(ready.ok()) << ready.status();
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(256 << 20);
+  Worker w{*std::move(process), LastWord(*grpc_line), LastWord(*metrics_line), nullptr};
+  w.channel = grpc::CreateCustomChannel(w.grpc_address, grpc::InsecureChannelCredentials(), args);
+  return w;
+}
+
+class WorkerProcessTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    repo_ = new std::string(std::filesystem::temp_directory_path() /
+                            ("deeplab_worker_repo_" + std::to_string(getpid())));
+    std::filesystem::create_directories(*repo_ + "/colour");
+    const std::string cmd = std::string(DEEPLAB_PYTHON) + " " + DEEPLAB_SOURCE_DIR +
+                            "/tests/tools/make_torchscript.py --out-dir " + *repo_ +
+                            "/colour > /dev/null";
+    ASSERT_EQ(std::system(cmd.c_str()), 0);
+    WriteFile(*repo_ + "/colour/config.pbtxt", R"pb(
+      name: "colour"
+      architecture { num_classes: 3 }
+      input { height: 64 width: 64 resize: RESIZE_MODE_LETTERBOX normalization: NORMALIZATION_NONE }
+      class_names: ["red", "green", "blue"]
+      weights { file: "colour_argmax.pt" format: WEIGHTS_FORMAT_TORCHSCRIPT }
+    )pb");
+    // Random-weight Xception: slow enough on a CPU to catch a batch in flight.
+    WriteFile(*repo_ + "/slow/config.pbtxt", R"pb(
+      name: "slow"
+      architecture { backbone: "xception65" num_classes: 2 }
+      input { height: 192 width: 192 }
+      class_names: ["background", "thing"]
+      weights { format: WEIGHTS_FORMAT_RANDOM }
+    )pb");
+    WriteFile(*repo_ + "/missing/config.pbtxt", R"pb(
+      name: "missing"
+      architecture { backbone: "mobilenetv2" num_classes: 2 }
+      input { height: 64 width: 64 }
+      class_names: ["a", "b"]
+      weights { file: "absent.h5" format: WEIGHTS_FORMAT_KERAS_H5 }
+    )pb");
+    WriteFile(*repo_ + "/broken/config.pbtxt", "name: \"broken\"\narchitecture { classes: 2 }\n");
+  }
+  static void TearDownTestSuite() {
+    std::filesystem::remove_all(*repo_);
+    delete repo_;
+  }
+  static std::string* repo_;
+};
+std::string* WorkerProcessTest::repo_ = nullptr;
+
+v1::InferRequest PhotoRequest(const std::string& model, const std::vector<std::string>& names) {
+  v1::InferRequest request;
+  request.set_model(model);
+  for (const std::string& name : names) {
+    v1::InferItem* item = request.add_items();
+    item->set_id(name);
+    item->mutable_image()->set_encoded(ReadFile(std::string(DEEPLAB_PHOTOS_DIR) + "/" + name));
+    item->mutable_outputs()->set_label_png(true);
+    item->mutable_outputs()->set_class_stats(true);
+  }
+  return request;
+}
+
+TEST_F(WorkerProcessTest, ServesHealthStatusReflectionInferAndMetrics) {
+  Worker worker = StartWorker(*repo_);
+
+  auto health = grpc::health::v1::Health::NewStub(worker.channel);
+  for (const std::string service : {"", "deeplab.v1.Worker"}) {
+    grpc::ClientContext ctx;
+    grpc::health::v1::HealthCheckRequest req;
+    req.set_service(service);
+    grpc::health::v1::HealthCheckResponse resp;
+    ASSERT_TRUE(health->Check(&ctx, req, &resp).ok());
+    EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::SERVING) << service;
+  }
+
+  auto stub = v1::Worker::NewStub(worker.channel);
+  {
+    grpc::ClientContext ctx;
+    v1::StatusResponse status;
+    ASSERT_TRUE(stub->Status(&ctx, v1::StatusRequest(), &status).ok());
+    std::map<std::string, v1::WeightSetStatus> sets;
+    for (const auto& ws : status.weight_sets()) sets[ws.name()] = ws;
+    ASSERT_EQ(sets.size(), 4u);
+    EXPECT_TRUE(sets["colour"].ready());
+    EXPECT_TRUE(sets["slow"].ready());
+    EXPECT_FALSE(sets["missing"].ready());
+    EXPECT_THAT(sets["missing"].reason(), HasSubstr("absent.h5"));
+    EXPECT_FALSE(sets["broken"].ready());
+    EXPECT_THAT(sets["broken"].reason(), HasSubstr("config.pbtxt"));
+    EXPECT_EQ(status.device(), "cpu");
+    EXPECT_EQ(status.free_batch_slots(), status.batch_slots());
+  }
+
+  // Server reflection lists our service (list_services, field 7 of the request).
+  {
+    grpc::GenericStub generic(worker.channel);
+    grpc::ClientContext ctx;
+    grpc::CompletionQueue cq;
+    auto call = generic.PrepareCall(
+        &ctx, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
+    void* tag;
+    bool ok;
+    call->StartCall(reinterpret_cast<void*>(1));
+    ASSERT_TRUE(cq.Next(&tag, &ok) && ok);
+    const char list_services[] = {0x3A, 0x01, '*'};
+    grpc::Slice slice(list_services, sizeof(list_services));
+    grpc::ByteBuffer request(&slice, 1);
+    call->Write(request, reinterpret_cast<void*>(2));
+    ASSERT_TRUE(cq.Next(&tag, &ok) && ok);
+    grpc::ByteBuffer response;
+    call->Read(&response, reinterpret_cast<void*>(3));
+    ASSERT_TRUE(cq.Next(&tag, &ok) && ok);
+    std::vector<grpc::Slice> slices;
+    ASSERT_TRUE(response.Dump(&slices).ok());
+    std::string bytes;
+    for (const auto& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+    EXPECT_THAT(bytes, HasSubstr("deeplab.v1.Worker"));
+    EXPECT_THAT(bytes, HasSubstr("grpc.health.v1.Health"));
+    ctx.TryCancel();
+    call->Finish(new grpc::Status, reinterpret_cast<void*>(4));
+    while (cq.Next(&tag, &ok) && tag != reinterpret_cast<void*>(4)) {
+    }
+    cq.Shutdown();
+    while (cq.Next(&tag, &ok)) {
+    }
+  }
+
+  // Real photos (EXIF-rotated phone JPEGs and an RGBA PNG) come back at their own size.
+  {
+    const std::vector<std::string> photos = {"cat.jpg", "image1.jpg", "rgba.png"};
+    v1::InferRequest request = PhotoRequest("colour", photos);
+    request.add_items()->set_id("empty");
+    grpc::ClientContext ctx;
+    v1::InferResponse response;
+    grpc::Status s = stub->Infer(&ctx, request, &response);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    ASSERT_EQ(response.items_size(), 4);
+    for (size_t i = 0; i < photos.size(); ++i) {
+      const v1::ItemResult& item = response.items(static_cast<int>(i));
+      ASSERT_EQ(item.code(), 0) << photos[i] << ": " << item.message();
+      absl::StatusOr<cv::Mat> rgb = DecodeImage(
+          ReadFile(std::string(DEEPLAB_PHOTOS_DIR) + "/" + photos[i]), ImageLimits());
+      ASSERT_TRUE(rgb.ok());
+      EXPECT_EQ(item.result().height(), rgb->rows) << photos[i];
+      EXPECT_EQ(item.result().width(), rgb->cols) << photos[i];
+      absl::StatusOr<cv::Mat> labels = DecodeImage(item.result().label_png(), ImageLimits());
+      ASSERT_TRUE(labels.ok());
+      EXPECT_EQ(labels->rows, rgb->rows);
+    }
+    EXPECT_EQ(response.items(3).code(), static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT));
+    EXPECT_THAT(response.items(3).message(), HasSubstr("empty"));
+  }
+
+  // Whole-batch refusals carry the right codes.
+  {
+    grpc::ClientContext ctx;
+    v1::InferResponse response;
+    EXPECT_EQ(stub->Infer(&ctx, PhotoRequest("nope", {"image2.jpg"}), &response).error_code(),
+              grpc::StatusCode::NOT_FOUND);
+    grpc::ClientContext ctx2;
+    EXPECT_EQ(stub->Infer(&ctx2, PhotoRequest("missing", {"image2.jpg"}), &response).error_code(),
+              grpc::StatusCode::UNAVAILABLE);
+  }
+
+  const std::string metrics = Scrape(worker.metrics_address);
+  for (const char* name :
+       {"deeplab_worker_items_total{code=\"OK\",model=\"colour\"} 3",
+        "deeplab_worker_items_total{code=\"INVALID_ARGUMENT\",model=\"colour\"} 1",
+        "deeplab_worker_batches_total", "deeplab_worker_batch_size_bucket",
+        "deeplab_worker_stage_seconds_bucket{model=\"colour\",stage=\"decode\"",
+        "stage=\"forward\"", "stage=\"encode\"", "deeplab_worker_weight_set_ready{model=\"missing\"} 0",
+        "deeplab_worker_weight_set_ready{model=\"colour\"} 1", "deeplab_worker_batch_slots",
+        "deeplab_process_resident_memory_bytes"}) {
+    EXPECT_THAT(metrics, HasSubstr(name));
+  }
+
+  worker.process.Signal(SIGTERM);
+  auto code = worker.process.Wait(absl::Seconds(30));
+  ASSERT_TRUE(code.ok());
+  EXPECT_EQ(*code, 0);
+}
+
+TEST_F(WorkerProcessTest, SigtermDrainsInFlightBatchesAndRefusesNewOnes) {
+  Worker worker = StartWorker(*repo_);
+  auto stub = v1::Worker::NewStub(worker.channel);
+  v1::InferRequest slow_request =
+      PhotoRequest("slow", {"image1.jpg", "image2.jpg", "image3.jpg", "baptist400.jpg",
+                            "image1.jpg", "image2.jpg"});
+  v1::InferResponse slow_response;
+  grpc::ClientContext slow_ctx;
+  std::future<grpc::Status> slow = std::async(std::launch::async, [&] {
+    return stub->Infer(&slow_ctx, slow_request, &slow_response);
+  });
+  // Wait until the batch is in flight (a slot taken), then ask the worker to stop.
+  for (int i = 0; i < 2000; ++i) {
+    grpc::ClientContext ctx;
+    v1::StatusResponse status;
+    ASSERT_TRUE(stub->Status(&ctx, v1::StatusRequest(), &status).ok());
+    if (status.free_batch_slots() < status.batch_slots()) break;
+    ASSERT_EQ(slow.wait_for(std::chrono::milliseconds(5)), std::future_status::timeout)
+        << "the batch finished before the test saw it in flight";
+  }
+  worker.process.Signal(SIGTERM);
+  ASSERT_TRUE(worker.process.WaitForLine("deeplab-worker: signal", absl::Seconds(10)).ok());
+
+  // New work is refused with UNAVAILABLE (retry elsewhere) while the old batch finishes.
+  grpc::ClientContext ctx;
+  v1::InferResponse refused;
+  EXPECT_EQ(stub->Infer(&ctx, PhotoRequest("colour", {"image2.jpg"}), &refused).error_code(),
+            grpc::StatusCode::UNAVAILABLE);
+
+  grpc::Status s = slow.get();
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(slow_response.items_size(), 6);
+  for (const auto& item : slow_response.items()) EXPECT_EQ(item.code(), 0) << item.message();
+  auto code = worker.process.Wait(absl::Seconds(30));
+  ASSERT_TRUE(code.ok());
+  EXPECT_EQ(*code, 0);
+}
+
+TEST(ShippedRepositoryTest, ListsEveryWeightSetAndSaysHowToFetchMissingWeights) {
+  Worker worker = StartWorker(std::string(DEEPLAB_SOURCE_DIR) + "/models", "");
+  auto stub = v1::Worker::NewStub(worker.channel);
+  grpc::ClientContext ctx;
+  v1::StatusResponse status;
+  ASSERT_TRUE(stub->Status(&ctx, v1::StatusRequest(), &status).ok());
+  std::set<std::string> names;
+  for (const auto& ws : status.weight_sets()) {
+    names.insert(ws.name());
+    if (ws.name().rfind("pascal", 0) == 0 || ws.name().rfind("cityscapes", 0) == 0 ||
+        ws.name().rfind("pathology", 0) == 0) {
+      EXPECT_FALSE(ws.ready()) << ws.name();
+      EXPECT_THAT(ws.reason(), HasSubstr("fetch_weights.sh")) << ws.name();
+    }
+  }
+  for (const char* name : {"pascal_voc", "pascal_voc_mobilenetv2", "cityscapes",
+                           "cityscapes_mobilenetv2", "pathology_digestpath", "pathology_paip",
+                           "pathology_camelyon"}) {
+    EXPECT_TRUE(names.count(name)) << name;
+  }
+  worker.process.Signal(SIGTERM);
+  EXPECT_TRUE(worker.process.Wait(absl::Seconds(30)).ok());
+}
+
+}  // namespace
+}  // namespace deeplab

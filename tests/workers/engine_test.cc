@@ -1,0 +1,353 @@
+// WorkerEngine end to end in one process: decode, letterbox/stretch/tiling geometry, EXIF,
+// per-item errors, limits and refusals. The geometry tests use a weight set whose output is
+// known for any input: colour_argmax.pt returns the input channels as logits, so each pixel
+// is labelled by its dominant colour channel (0 red, 1 green, 2 blue) with no downsampling.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <future>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "common/image_codec.h"
+#include "tests/workers/test_util.h"
+#include "workers/worker/engine.h"
+
+namespace deeplab {
+namespace {
+
+using ::deeplab::testing::RunPythonTool;
+using ::deeplab::testing::TempDir;
+using ::testing::HasSubstr;
+
+const cv::Vec3b kColours[3] = {{230, 20, 10}, {15, 220, 30}, {20, 25, 240}};  // R, G, B
+
+// An RGB image of rows x cols blocks, block (i, j) coloured kColours[(i + 2j) % 3].
+cv::Mat Blocks(int height, int width, int rows, int cols) {
+  cv::Mat img(height, width, CV_8UC3);
+  for (int y = 0; y < height; ++y) {
+    for (int x = 0; x < width; ++x) {
+      img.at<cv::Vec3b>(y, x) = kColours[(y * rows / height + 2 * (x * cols / width)) % 3];
+    }
+  }
+  return img;
+}
+
+// The expected label of every pixel: its dominant channel.
+cv::Mat DominantChannel(const cv::Mat& rgb) {
+  cv::Mat labels(rgb.rows, rgb.cols, CV_8UC1);
+  for (int y = 0; y < rgb.rows; ++y) {
+    for (int x = 0; x < rgb.cols; ++x) {
+      const cv::Vec3b p = rgb.at<cv::Vec3b>(y, x);
+      labels.at<uint8_t>(y, x) = p[0] >= p[1] && p[0] >= p[2] ? 0 : (p[1] >= p[2] ? 1 : 2);
+    }
+  }
+  return labels;
+}
+
+// Pixels whose label differs from the expectation, ignoring a band of `margin` pixels
+// around block boundaries (where resizing blends colours).
+int Mismatches(const cv::Mat& labels, const cv::Mat& expected, int margin) {
+  cv::Mat edges;
+  cv::Mat kernel = cv::getStructuringElement(cv::MORPH_RECT, cv::Size(2 * margin + 1, 2 * margin + 1));
+  cv::Mat dilated, eroded;
+  cv::dilate(expected, dilated, kernel);
+  cv::erode(expected, eroded, kernel);
+  int bad = 0;
+  for (int y = 0; y < labels.rows; ++y) {
+    for (int x = 0; x < labels.cols; ++x) {
+      if (dilated.at<uint8_t>(y, x) != eroded.at<uint8_t>(y, x)) continue;  // near an edge
+      if (labels.at<uint8_t>(y, x) != expected.at<uint8_t>(y, x)) ++bad;
+    }
+  }
+  return bad;
+}
+
+std::string Png(const cv::Mat& rgb) { return EncodePng(rgb); }
+
+cv::Mat DecodeLabelPng(const std::string& png) {
+  std::vector<uint8_t> buf(png.begin(), png.end());
+  return cv::imdecode(buf, cv::IMREAD_UNCHANGED);
+}
+
+// Inserts an EXIF APP1 segment with the given orientation after a JPEG's SOI marker.
+std::string WithExifOrientation(const std::string& jpeg, int orientation) {
+  const unsigned char tiff[] = {
+      'I', 'I', 42, 0, 8, 0, 0, 0,                          // little-endian, IFD at 8
+      1, 0,                                                 // one entry
+      0x12, 0x01, 3, 0, 1, 0, 0, 0,                         // tag 0x0112 SHORT x1
+      static_cast<unsigned char>(orientation), 0, 0, 0,     // value
+      0, 0, 0, 0};                                          // no next IFD
+  std::string payload = std::string("Exif\0\0", 6) + std::string(reinterpret_cast<const char*>(tiff), sizeof(tiff));
+  const size_t length = payload.size() + 2;
+  std::string segment = {'\xFF', '\xE1', static_cast<char>(length >> 8), static_cast<char>(length & 0xFF)};
+  return jpeg.substr(0, 2) + segment + payload + jpeg.substr(2);
+}
+
+class EngineTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new std::string(TempDir("engine"));
+    RunPythonTool("make_torchscript.py", "--out-dir " + *dir_);
+  }
+  static void TearDownTestSuite() {
+    std::filesystem::remove_all(*dir_);
+    delete dir_;
+  }
+
+  // A colour-argmax weight set: input h x w, the given resize/tiling.
+  static v1::ModelConfig ColourConfig(const std::string& name, int h, int w,
+                                      v1::ResizeMode resize, int tile_stride = 0) {
+    v1::ModelConfig c;
+    c.set_name(name);
+    c.mutable_architecture()->set_num_classes(3);
+    c.mutable_input()->set_height(h);
+    c.mutable_input()->set_width(w);
+    c.mutable_input()->set_resize(resize);
+    c.mutable_input()->set_normalization(v1::NORMALIZATION_NONE);
+    if (tile_stride > 0) c.mutable_tiling()->set_stride(tile_stride);
+    for (const char* n : {"red", "green", "blue"}) c.add_class_names(n);
+    c.mutable_weights()->set_format(v1::WEIGHTS_FORMAT_TORCHSCRIPT);
+    c.mutable_weights()->set_file("colour_argmax.pt");
+    return c;
+  }
+
+  void SetUp() override {
+    options_.pipeline_threads = 2;
+    engine_ = std::make_unique<WorkerEngine>(options_, nullptr);
+    engine_->LoadWeightSet(ColourConfig("letterbox", 64, 64, v1::RESIZE_MODE_LETTERBOX),
+                           *dir_ + "/colour_argmax.pt");
+    engine_->LoadWeightSet(ColourConfig("stretch", 48, 80, v1::RESIZE_MODE_STRETCH),
+                           *dir_ + "/colour_argmax.pt");
+    engine_->LoadWeightSet(ColourConfig("tiled", 32, 32, v1::RESIZE_MODE_LETTERBOX, 16),
+                           *dir_ + "/colour_argmax.pt");
+  }
+
+  v1::InferResponse Run(const v1::InferRequest& request, absl::Status* status = nullptr) {
+    v1::InferResponse response;
+    std::promise<absl::Status> done;
+    engine_->Infer(request, &response, [&](absl::Status s) { done.set_value(s); });
+    absl::Status s = done.get_future().get();
+    if (status != nullptr) {
+      *status = s;
+    } else {
+      EXPECT_TRUE(s.ok()) << s;
+    }
+    return response;
+  }
+
+  static v1::InferRequest Request(const std::string& model, const std::vector<std::string>& images) {
+    v1::InferRequest request;
+    request.set_model(model);
+    for (size_t i = 0; i < images.size(); ++i) {
+      v1::InferItem* item = request.add_items();
+      item->set_id("item" + std::to_string(i));
+      item->mutable_image()->set_encoded(images[i]);
+      item->mutable_outputs()->set_label_png(true);
+    }
+    return request;
+  }
+
+  static std::string* dir_;
+  WorkerOptions options_;
+  std::unique_ptr<WorkerEngine> engine_;
+};
+std::string* EngineTest::dir_ = nullptr;
+
+struct Size {
+  int height, width;
+};
+
+TEST_F(EngineTest, EveryLabelLandsOnItsPixelAtTheOriginalSize) {
+  // Portrait, landscape, square, tiny and odd sizes, smaller and larger than the input.
+  for (const std::string model : {"letterbox", "stretch", "tiled"}) {
+    for (Size size : {Size{120, 45}, Size{45, 120}, Size{64, 64}, Size{7, 5}, Size{1, 1},
+                      Size{101, 67}, Size{33, 250}}) {
+      cv::Mat img = Blocks(size.height, size.width, 3, 4);
+      v1::InferResponse response = Run(Request(model, {Png(img)}));
+      ASSERT_EQ(response.items_size(), 1);
+      const v1::ItemResult& item = response.items(0);
+      ASSERT_EQ(item.code(), 0) << item.message();
+      EXPECT_EQ(item.result().height(), size.height);
+      EXPECT_EQ(item.result().width(), size.width);
+      cv::Mat labels = DecodeLabelPng(item.result().label_png());
+      ASSERT_EQ(labels.rows, size.height);
+      ASSERT_EQ(labels.cols, size.width);
+      // Tiles run at full resolution: exact everywhere. Resized images blend near edges,
+      // by up to the scale factor of the resize back.
+      const int scale = model == "tiled" ? 0
+                                         : 2 + std::max(size.height, size.width) / 45;
+      EXPECT_EQ(Mismatches(labels, DominantChannel(img), scale), 0)
+          << model << " " << size.height << "x" << size.width;
+    }
+  }
+}
+
+TEST_F(EngineTest, TiledImagesCostTheirPatches) {
+  cv::Mat img = Blocks(70, 40, 5, 3);
+  v1::InferResponse response = Run(Request("tiled", {Png(img)}));
+  // 70 rows: origins 0, 16, 32, 38; 40 columns: 0, 8 -> 4 x 2 = 8 patches.
+  EXPECT_EQ(response.items(0).result().cost(), 8);
+  EXPECT_EQ(response.batch_cost(), 8);
+  EXPECT_EQ(TileOrigins(70, 32, 16), (std::vector<int>{0, 16, 32, 38}));
+  EXPECT_EQ(TileOrigins(32, 32, 16), (std::vector<int>{0}));
+  EXPECT_EQ(TileOrigins(10, 32, 16), (std::vector<int>{0}));
+}
+
+TEST_F(EngineTest, ExifOrientationIsHonoured) {
+  // A landscape JPEG tagged "rotate 90 clockwise" (6) is a portrait image to the client.
+  cv::Mat img = Blocks(60, 90, 2, 3);
+  std::vector<uint8_t> jpeg;
+  cv::Mat bgr;
+  cv::cvtColor(img, bgr, cv::COLOR_RGB2BGR);
+  cv::imencode(".jpg", bgr, jpeg, {cv::IMWRITE_JPEG_QUALITY, 98});
+  const std::string tagged = WithExifOrientation(std::string(jpeg.begin(), jpeg.end()), 6);
+  v1::InferResponse response = Run(Request("letterbox", {tagged}));
+  ASSERT_EQ(response.items(0).code(), 0) << response.items(0).message();
+  EXPECT_EQ(response.items(0).result().height(), 90);
+  EXPECT_EQ(response.items(0).result().width(), 60);
+  cv::Mat rotated;
+  cv::rotate(img, rotated, cv::ROTATE_90_CLOCKWISE);
+  cv::Mat labels = DecodeLabelPng(response.items(0).result().label_png());
+  EXPECT_EQ(Mismatches(labels, DominantChannel(rotated), 4), 0);
+}
+
+TEST_F(EngineTest, OneBadItemNeverFailsItsBatchMates) {
+  cv::Mat img = Blocks(40, 30, 2, 2);
+  std::vector<uint8_t> jpeg;
+  cv::imencode(".jpg", img, jpeg);
+  const std::string truncated(jpeg.begin(), jpeg.begin() + jpeg.size() / 2);
+  v1::InferRequest request = Request(
+      "letterbox", {Png(img), "", truncated, "not an image at all", Png(img)});
+  v1::InferItem* raw = request.add_items();
+  raw->set_id("raw-bad");
+  raw->mutable_image()->mutable_raw()->set_height(4);
+  raw->mutable_image()->mutable_raw()->set_width(4);
+  raw->mutable_image()->mutable_raw()->set_channels(3);
+  raw->mutable_image()->mutable_raw()->set_data(std::string(10, '\0'));
+  v1::InferItem* raw_ok = request.add_items();
+  raw_ok->set_id("raw-ok");
+  raw_ok->mutable_image()->mutable_raw()->set_height(img.rows);
+  raw_ok->mutable_image()->mutable_raw()->set_width(img.cols);
+  raw_ok->mutable_image()->mutable_raw()->set_channels(3);
+  raw_ok->mutable_image()->mutable_raw()->set_data(
+      std::string(reinterpret_cast<const char*>(img.data), img.total() * 3));
+
+  v1::InferResponse response = Run(request);
+  ASSERT_EQ(response.items_size(), 7);
+  const int kInvalid = static_cast<int>(absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(response.items(0).code(), 0);
+  EXPECT_EQ(response.items(1).code(), kInvalid);
+  EXPECT_EQ(response.items(2).code(), kInvalid);
+  EXPECT_THAT(response.items(2).message(), HasSubstr("truncated"));
+  EXPECT_EQ(response.items(3).code(), kInvalid);
+  EXPECT_EQ(response.items(4).code(), 0);
+  EXPECT_EQ(response.items(5).code(), kInvalid);
+  EXPECT_EQ(response.items(5).id(), "raw-bad");
+  EXPECT_EQ(response.items(6).code(), 0);
+  for (int i : {0, 4, 6}) {
+    EXPECT_EQ(Mismatches(DecodeLabelPng(response.items(i).result().label_png()),
+                         DominantChannel(img), 2),
+              0);
+  }
+  for (int i : {1, 2, 3, 5}) {
+    EXPECT_FALSE(response.items(i).message().empty());
+    EXPECT_TRUE(response.items(i).result().label_png().empty());
+  }
+  EXPECT_EQ(response.batch_cost(), 3);
+}
+
+TEST_F(EngineTest, AllOutputs) {
+  cv::Mat img = Blocks(30, 50, 1, 3);  // three vertical bands: R, B, G
+  v1::InferRequest request = Request("stretch", {Png(img)});
+  v1::OutputOptions* o = request.mutable_items(0)->mutable_outputs();
+  o->set_label_raw(true);
+  o->set_probabilities(true);
+  o->set_overlay_png(true);
+  o->set_class_stats(true);
+  v1::InferResponse response = Run(request);
+  const v1::SegmentationResult& r = response.items(0).result();
+  ASSERT_EQ(response.items(0).code(), 0) << response.items(0).message();
+  EXPECT_EQ(r.label_raw().size(), 30u * 50u);
+  EXPECT_EQ(r.probabilities().num_classes(), 3);
+  EXPECT_EQ(r.probabilities().data().size(), 3u * 30u * 50u);
+  cv::Mat overlay = DecodeLabelPng(r.overlay_png());
+  EXPECT_EQ(overlay.rows, 30);
+  EXPECT_EQ(overlay.cols, 50);
+  EXPECT_EQ(overlay.channels(), 3);
+  double total = 0;
+  ASSERT_EQ(r.class_stats_size(), 3);
+  for (const v1::ClassStat& s : r.class_stats()) {
+    total += s.fraction();
+    EXPECT_NEAR(s.fraction(), 1.0 / 3, 0.05) << s.name();
+  }
+  EXPECT_NEAR(total, 1.0, 1e-9);
+  EXPECT_EQ(r.class_stats(0).name(), "red");
+  EXPECT_GT(r.timings().forward_seconds(), 0.0);
+  EXPECT_GT(r.timings().decode_seconds(), 0.0);
+}
+
+TEST_F(EngineTest, PixelAndByteLimits) {
+  options_.limits.max_pixels = 1000;
+  options_.limits.max_bytes = 1 << 20;
+  engine_ = std::make_unique<WorkerEngine>(options_, nullptr);
+  engine_->LoadWeightSet(ColourConfig("letterbox", 64, 64, v1::RESIZE_MODE_LETTERBOX),
+                         *dir_ + "/colour_argmax.pt");
+  v1::InferResponse response = Run(Request(
+      "letterbox", {Png(Blocks(20, 20, 1, 1)), Png(Blocks(50, 50, 1, 1)), std::string(2 << 20, 'x')}));
+  EXPECT_EQ(response.items(0).code(), 0);
+  EXPECT_EQ(response.items(1).code(), static_cast<int>(absl::StatusCode::kInvalidArgument));
+  EXPECT_EQ(response.items(2).code(), static_cast<int>(absl::StatusCode::kInvalidArgument));
+}
+
+TEST_F(EngineTest, BatchRefusals) {
+  absl::Status status;
+  Run(Request("nope", {Png(Blocks(8, 8, 1, 1))}), &status);
+  EXPECT_EQ(status.code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("letterbox"));
+  Run(Request("letterbox", {}), &status);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+
+  v1::ModelConfig broken = ColourConfig("broken", 64, 64, v1::RESIZE_MODE_LETTERBOX);
+  engine_->LoadWeightSet(broken, *dir_ + "/absent.pt");
+  Run(Request("broken", {Png(Blocks(8, 8, 1, 1))}), &status);
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("absent.pt"));
+
+  v1::StatusResponse s = engine_->Status();
+  ASSERT_EQ(s.weight_sets_size(), 4);
+  for (const v1::WeightSetStatus& ws : s.weight_sets()) {
+    EXPECT_EQ(ws.ready(), ws.name() != "broken") << ws.name();
+    if (!ws.ready()) {
+      EXPECT_THAT(ws.reason(), HasSubstr("absent.pt"));
+    }
+  }
+  EXPECT_EQ(s.free_batch_slots(), s.batch_slots());
+
+  engine_->StartDrain();
+  Run(Request("letterbox", {Png(Blocks(8, 8, 1, 1))}), &status);
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("draining"));
+  EXPECT_TRUE(engine_->Status().draining());
+}
+
+TEST_F(EngineTest, ConcurrentBatchesAllComplete) {
+  std::vector<v1::InferRequest> requests;
+  for (int i = 0; i < 6; ++i) {
+    requests.push_back(Request(i % 2 ? "letterbox" : "tiled",
+                               {Png(Blocks(40 + i, 50, 2, 2)), Png(Blocks(30, 20 + i, 2, 2))}));
+  }
+  std::vector<v1::InferResponse> responses(requests.size());
+  std::vector<std::promise<absl::Status>> done(requests.size());
+  for (size_t i = 0; i < requests.size(); ++i) {
+    engine_->Infer(requests[i], &responses[i], [&done, i](absl::Status s) { done[i].set_value(s); });
+  }
+  for (size_t i = 0; i < requests.size(); ++i) {
+    EXPECT_TRUE(done[i].get_future().get().ok());
+    for (const auto& item : responses[i].items()) EXPECT_EQ(item.code(), 0) << item.message();
+  }
+  EXPECT_TRUE(engine_->WaitIdle(absl::Seconds(10)));
+}
+
+}  // namespace
+}  // namespace deeplab

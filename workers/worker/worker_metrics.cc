@@ -1,0 +1,127 @@
+#include "workers/worker/worker_metrics.h"
+
+#include <prometheus/client_metric.h>
+#include <prometheus/metric_family.h>
+#include <unistd.h>
+
+#include <fstream>
+
+#include "absl/status/status.h"
+
+namespace deeplab {
+namespace {
+
+// Seconds from 1 ms to ~2 min: decode of a thumbnail up to an xception batch on a CPU.
+prometheus::Histogram::BucketBoundaries SecondsBuckets() {
+  return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
+}
+
+prometheus::Histogram::BucketBoundaries BatchBuckets() {
+  return {1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64};
+}
+
+class ProcessCollector : public prometheus::Collectable {
+ public:
+  explicit ProcessCollector(std::function<double()> device_memory)
+      : device_memory_(std::move(device_memory)) {}
+
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    std::vector<prometheus::MetricFamily> families;
+    families.push_back(Gauge("deeplab_process_resident_memory_bytes",
+                             "Resident memory of this process", ResidentBytes()));
+    if (device_memory_) {
+      families.push_back(Gauge("deeplab_device_memory_used_bytes",
+                               "Accelerator memory held by this process", device_memory_()));
+    }
+    return families;
+  }
+
+ private:
+  static prometheus::MetricFamily Gauge(const std::string& name, const std::string& help,
+                                        double value) {
+    prometheus::MetricFamily family;
+    family.name = name;
+    family.help = help;
+    family.type = prometheus::MetricType::Gauge;
+    prometheus::ClientMetric metric;
+    metric.gauge.value = value;
+    family.metric.push_back(metric);
+    return family;
+  }
+
+  static double ResidentBytes() {
+    std::ifstream statm("/proc/self/statm");
+    long pages_total = 0, pages_resident = 0;
+    statm >> pages_total >> pages_resident;
+    return static_cast<double>(pages_resident) * sysconf(_SC_PAGESIZE);
+  }
+
+  std::function<double()> device_memory_;
+};
+
+}  // namespace
+
+WorkerMetrics::WorkerMetrics(prometheus::Registry& registry)
+    : items_(prometheus::BuildCounter()
+                 .Name("deeplab_worker_items_total")
+                 .Help("Images processed, by weight set and result code")
+                 .Register(registry)),
+      batches_(prometheus::BuildCounter()
+                   .Name("deeplab_worker_batches_total")
+                   .Help("Infer batches, by weight set and result code")
+                   .Register(registry)),
+      batch_size_(prometheus::BuildHistogram()
+                      .Name("deeplab_worker_batch_size")
+                      .Help("Network inputs per forward pass (tiled images count their patches)")
+                      .Register(registry)),
+      stage_seconds_(prometheus::BuildHistogram()
+                         .Name("deeplab_worker_stage_seconds")
+                         .Help("Seconds per item in each stage (forward: per batch)")
+                         .Register(registry)),
+      ready_(prometheus::BuildGauge()
+                 .Name("deeplab_worker_weight_set_ready")
+                 .Help("1 when the weight set is loaded and serving")
+                 .Register(registry)),
+      slots_(prometheus::BuildGauge()
+                 .Name("deeplab_worker_batch_slots")
+                 .Help("Batch slots of this worker, total and free")
+                 .Register(registry)) {}
+
+void WorkerMetrics::CountItem(const std::string& model, const std::string& code) {
+  items_.Add({{"model", model}, {"code", code}}).Increment();
+}
+
+void WorkerMetrics::CountBatch(const std::string& model, const std::string& code) {
+  batches_.Add({{"model", model}, {"code", code}}).Increment();
+}
+
+void WorkerMetrics::ObserveBatchCost(const std::string& model, double cost) {
+  batch_size_.Add({{"model", model}}, BatchBuckets()).Observe(cost);
+}
+
+void WorkerMetrics::ObserveStage(const std::string& model, const std::string& stage,
+                                 double seconds) {
+  stage_seconds_.Add({{"model", model}, {"stage", stage}}, SecondsBuckets()).Observe(seconds);
+}
+
+void WorkerMetrics::SetReady(const std::string& model, bool ready) {
+  ready_.Add({{"model", model}}).Set(ready ? 1 : 0);
+}
+
+void WorkerMetrics::SetBatchSlots(int total, int free) {
+  slots_.Add({{"state", "total"}}).Set(total);
+  slots_.Add({{"state", "free"}}).Set(free);
+}
+
+std::shared_ptr<prometheus::Collectable> MakeProcessCollector(
+    std::function<double()> device_memory) {
+  return std::make_shared<ProcessCollector>(std::move(device_memory));
+}
+
+std::string CodeName(int code) {
+  std::string name = absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
+  for (char& c : name) c = (c == ' ') ? '_' : static_cast<char>(std::toupper(c));
+  return name;
+}
+
+}  // namespace deeplab

@@ -1,0 +1,52 @@
+// The worker's Prometheus metrics (names per DESIGN.md section 6; listed in the README).
+//
+// Owns its families inside a caller-provided registry. Thread-safe: prometheus-cpp metrics
+// are atomic, and the label-to-metric lookups here take the family's own lock.
+#ifndef DEEPLAB_WORKERS_WORKER_WORKER_METRICS_H_
+#define DEEPLAB_WORKERS_WORKER_WORKER_METRICS_H_
+
+#include <prometheus/collectable.h>
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+
+namespace deeplab {
+
+class WorkerMetrics {
+ public:
+  explicit WorkerMetrics(prometheus::Registry& registry);
+
+  // code: a gRPC code name such as "OK" or "INVALID_ARGUMENT".
+  void CountItem(const std::string& model, const std::string& code);
+  void CountBatch(const std::string& model, const std::string& code);
+  void ObserveBatchCost(const std::string& model, double cost);
+  // stage: decode, preprocess, forward, postprocess, encode.
+  void ObserveStage(const std::string& model, const std::string& stage, double seconds);
+  void SetReady(const std::string& model, bool ready);
+  void SetBatchSlots(int total, int free);
+
+ private:
+  prometheus::Family<prometheus::Counter>& items_;
+  prometheus::Family<prometheus::Counter>& batches_;
+  prometheus::Family<prometheus::Histogram>& batch_size_;
+  prometheus::Family<prometheus::Histogram>& stage_seconds_;
+  prometheus::Family<prometheus::Gauge>& ready_;
+  prometheus::Family<prometheus::Gauge>& slots_;
+};
+
+// Process metrics read at scrape time: deeplab_process_resident_memory_bytes and, where
+// `device_memory` is given (CUDA), deeplab_device_memory_used_bytes.
+std::shared_ptr<prometheus::Collectable> MakeProcessCollector(
+    std::function<double()> device_memory = nullptr);
+
+// A gRPC status code's canonical name, e.g. 3 -> "INVALID_ARGUMENT".
+std::string CodeName(int code);
+
+}  // namespace deeplab
+
+#endif  // DEEPLAB_WORKERS_WORKER_WORKER_METRICS_H_
