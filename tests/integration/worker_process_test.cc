@@ -1,118 +1,37 @@
 // The real deeplab-worker binary on loopback ports it picks itself: health, Status,
 // reflection, Infer on real photos, /metrics, and the SIGTERM drain.
-#include <arpa/inet.h>
 #include <gmock/gmock.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <future>
 
-#include "absl/strings/numbers.h"
-#include "absl/strings/str_split.h"
 #include "common/image_codec.h"
 #include "deeplab/v1/worker.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
-#include "tests/integration/process.h"
+#include "tests/integration/cluster.h"
 
 namespace deeplab {
 namespace {
 
-using ::deeplab::testing::ChildProcess;
-using ::deeplab::testing::LastWord;
+using ::deeplab::testing::ReadFile;
+using ::deeplab::testing::Scrape;
+using ::deeplab::testing::Server;
+using ::deeplab::testing::StartWorker;
+using ::deeplab::testing::WriteFile;
 using ::testing::HasSubstr;
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-void WriteFile(const std::string& path, const std::string& text) {
-  std::filesystem::create_directories(std::filesystem::path(path).parent_path());
-  std::ofstream(path) << text;
-}
-
-// GET /metrics over a plain socket: the exposition text.
-std::string Scrape(const std::string& address) {
-  const std::string host_port = address.substr(0, address.find('/'));
-  std::vector<std::string> parts = absl::StrSplit(host_port, ':');
-  int port = 0;
-  if (parts.size() != 2 || !absl::SimpleAtoi(parts[1], &port)) return "";
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  inet_pton(AF_INET, parts[0].c_str(), &addr.sin_addr);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return "";
-  }
-  const std::string request = "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
-  if (write(fd, request.data(), request.size()) < 0) return "";
-  std::string body;
-  char buf[8192];
-  ssize_t n;
-  while ((n = read(fd, buf, sizeof(buf))) > 0) body.append(buf, n);
-  close(fd);
-  return body;
-}
-
-struct Worker {
-  ChildProcess process;
-  std::string grpc_address;
-  std::string metrics_address;
-  std::shared_ptr<grpc::Channel> channel;
-};
-
-Worker StartWorker(const std::string& models, const std::string& ready_line = "ready") {
-  auto process = ChildProcess::Start({DEEPLAB_WORKER_BINARY, "--models", models, "--host",
-                                      "127.0.0.1", "--port", "0", "--metrics-port", "0",
-                                      "--threads", "2", "--pipeline-threads", "2"});
-  EXPECT_TRUE(process.ok()) << process.status();
-  auto grpc_line = process->WaitForLine("deeplab-worker: grpc ", absl::Seconds(60));
-  EXPECT_TRUE(grpc_line.ok()) << grpc_line.status();
-  auto metrics_line = process->WaitForLine("deeplab-worker: metrics ", absl::Seconds(10));
-  EXPECT_TRUE(metrics_line.ok()) << metrics_line.status();
-  auto ready = process->WaitForLine("deeplab-worker: " + ready_line, absl::Seconds(300));
-  EXPECT_TRUE(ready.ok()) << ready.status();
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(256 << 20);
-  Worker w{*std::move(process), LastWord(*grpc_line), LastWord(*metrics_line), nullptr};
-  w.channel = grpc::CreateCustomChannel(w.grpc_address, grpc::InsecureChannelCredentials(), args);
-  return w;
-}
 
 class WorkerProcessTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     repo_ = new std::string(std::filesystem::temp_directory_path() /
                             ("deeplab_worker_repo_" + std::to_string(getpid())));
-    std::filesystem::create_directories(*repo_ + "/colour");
-    const std::string cmd = std::string(DEEPLAB_PYTHON) + " " + DEEPLAB_SOURCE_DIR +
-                            "/tests/tools/make_torchscript.py --out-dir " + *repo_ +
-                            "/colour > /dev/null";
-    ASSERT_EQ(std::system(cmd.c_str()), 0);
-    WriteFile(*repo_ + "/colour/config.pbtxt", R"pb(
-      name: "colour"
-      architecture { num_classes: 3 }
-      input { height: 64 width: 64 resize: RESIZE_MODE_LETTERBOX normalization: NORMALIZATION_NONE }
-      class_names: ["red", "green", "blue"]
-      weights { file: "colour_argmax.pt" format: WEIGHTS_FORMAT_TORCHSCRIPT }
-    )pb");
-    // Random-weight Xception: slow enough on a CPU to catch a batch in flight.
-    WriteFile(*repo_ + "/slow/config.pbtxt", R"pb(
-      name: "slow"
-      architecture { backbone: "xception65" num_classes: 2 }
-      input { height: 192 width: 192 }
-      class_names: ["background", "thing"]
-      weights { format: WEIGHTS_FORMAT_RANDOM }
-    )pb");
+    deeplab::testing::WriteTestRepository(*repo_);
     WriteFile(*repo_ + "/missing/config.pbtxt", R"pb(
       name: "missing"
       architecture { backbone: "mobilenetv2" num_classes: 2 }
@@ -144,7 +63,7 @@ v1::InferRequest PhotoRequest(const std::string& model, const std::vector<std::s
 }
 
 TEST_F(WorkerProcessTest, ServesHealthStatusReflectionInferAndMetrics) {
-  Worker worker = StartWorker(*repo_);
+  Server worker = StartWorker(*repo_);
 
   auto health = grpc::health::v1::Health::NewStub(worker.channel);
   for (const std::string service : {"", "deeplab.v1.Worker"}) {
@@ -264,7 +183,7 @@ TEST_F(WorkerProcessTest, ServesHealthStatusReflectionInferAndMetrics) {
 }
 
 TEST_F(WorkerProcessTest, SigtermDrainsInFlightBatchesAndRefusesNewOnes) {
-  Worker worker = StartWorker(*repo_);
+  Server worker = StartWorker(*repo_);
   auto stub = v1::Worker::NewStub(worker.channel);
   v1::InferRequest slow_request =
       PhotoRequest("slow", {"image1.jpg", "image2.jpg", "image3.jpg", "baptist400.jpg",
@@ -302,7 +221,7 @@ TEST_F(WorkerProcessTest, SigtermDrainsInFlightBatchesAndRefusesNewOnes) {
 }
 
 TEST(ShippedRepositoryTest, ListsEveryWeightSetAndSaysHowToFetchMissingWeights) {
-  Worker worker = StartWorker(std::string(DEEPLAB_SOURCE_DIR) + "/models", "");
+  Server worker = StartWorker(std::string(DEEPLAB_SOURCE_DIR) + "/models", "");
   auto stub = v1::Worker::NewStub(worker.channel);
   grpc::ClientContext ctx;
   v1::StatusResponse status;

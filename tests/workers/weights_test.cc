@@ -275,3 +275,70 @@ TEST(SegmentationModelTest, EveryFormatBehindOneInterface) {
 
 }  // namespace
 }  // namespace deeplab
+
+namespace deeplab {
+namespace {
+
+// bf16 (channels-last, BatchNorm folded) must give the fp32 labels on at least 99% of
+// pixels. Forced here so that it runs on CPUs without native bf16 too (slowly).
+// Random weights put many pixels at near-ties between classes, which no trained network
+// has: with 21 classes agreement is ~97.7% on random weights, so this uses a 3-class head,
+// where ties are rarer, and the 21-class check runs on trained weights (the demo set).
+TEST(PrecisionTest, Bf16LabelsAgreeWithFp32) {
+  const std::string dir = testing::TempDir("bf16");
+  ModelSpec spec = testing::Spec("mobilenetv2", 3);
+  spec.decoder = 1;
+  torch::manual_seed(7);
+  DeepLabV3Plus net = testing::Build(spec);
+  ASSERT_TRUE(SaveNativeCheckpoint(dir + "/m.dlck", net, "test").ok());
+  RuntimeOptions fp32;
+  RuntimeOptions bf16;
+  bf16.precision = Precision::kBf16;
+  bf16.force_precision = true;
+  bf16.channels_last = true;  // the layout bf16 runs in on CUDA and AMX CPUs
+  auto a = LoadSegmentationModel(spec, WeightsFormat::kNative, dir + "/m.dlck", fp32);
+  auto b = LoadSegmentationModel(spec, WeightsFormat::kNative, dir + "/m.dlck", bf16);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_THAT((*b)->runtime(), HasSubstr("bf16"));
+  // An image-like input: smooth regions, values in [-1, 1].
+  torch::Tensor x = torch::nn::functional::interpolate(
+                        torch::rand({2, 3, 12, 12}),
+                        torch::nn::functional::InterpolateFuncOptions()
+                            .size(std::vector<int64_t>{160, 128})
+                            .mode(torch::kBilinear)
+                            .align_corners(false)) *
+                        2 -
+                    1;
+  torch::Tensor la = (*a)->Forward(x)->argmax(1);
+  torch::Tensor lb = (*b)->Forward(x)->argmax(1);
+  const double agreement = la.eq(lb).to(torch::kFloat64).mean().item<double>();
+  EXPECT_GE(agreement, 0.99);
+  std::cout << "bf16/fp32 label agreement: " << agreement << "\n";
+  std::filesystem::remove_all(dir);
+}
+
+TEST(PrecisionTest, UnsupportedPrecisionFallsBackToFp32AndSaysSo) {
+  RuntimeOptions fp16;
+  fp16.precision = Precision::kFp16;  // CUDA only
+  auto model = LoadSegmentationModel(testing::Spec("mobilenetv2", 3), WeightsFormat::kRandom, "",
+                                     fp16);
+  ASSERT_TRUE(model.ok());
+  EXPECT_THAT((*model)->runtime(), HasSubstr("cpu fp32 (fp16 requested: only CUDA runs fp16)"));
+  RuntimeOptions cuda;
+  cuda.device = "cuda:0";
+  if (!torch::cuda::is_available()) {
+    auto refused =
+        LoadSegmentationModel(testing::Spec("mobilenetv2", 3), WeightsFormat::kRandom, "", cuda);
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  }
+  RuntimeOptions bogus;
+  bogus.device = "tpu";
+  EXPECT_EQ(LoadSegmentationModel(testing::Spec("mobilenetv2", 3), WeightsFormat::kRandom, "",
+                                  bogus)
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace deeplab

@@ -43,7 +43,16 @@ ModelSpec ModelSpecFromProto(const v1::Architecture& arch) {
   spec.num_classes = arch.num_classes();
   spec.output_stride = arch.output_stride();
   spec.alpha = arch.alpha() == 0.0f ? 1.0 : static_cast<double>(arch.alpha());
-  spec.decoder = arch.has_decoder() ? (arch.decoder() ? 1 : 0) : -1;
+  switch (arch.decoder()) {
+    case v1::Architecture::DECODER_ON:
+      spec.decoder = 1;
+      break;
+    case v1::Architecture::DECODER_OFF:
+      spec.decoder = 0;
+      break;
+    default:
+      spec.decoder = -1;
+  }
   switch (arch.activation()) {
     case v1::ACTIVATION_SOFTMAX:
       spec.activation = FinalActivation::kSoftmax;
@@ -65,7 +74,9 @@ v1::Architecture ModelSpecToProto(const ModelSpec& spec) {
   arch.set_num_classes(spec.num_classes);
   arch.set_output_stride(spec.output_stride);
   arch.set_alpha(static_cast<float>(spec.alpha));
-  if (spec.decoder >= 0) arch.set_decoder(spec.decoder == 1);
+  arch.set_decoder(spec.decoder < 0    ? v1::Architecture::DECODER_DEFAULT
+                   : spec.decoder == 1 ? v1::Architecture::DECODER_ON
+                                       : v1::Architecture::DECODER_OFF);
   switch (spec.activation) {
     case FinalActivation::kSoftmax:
       arch.set_activation(v1::ACTIVATION_SOFTMAX);

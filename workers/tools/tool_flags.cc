@@ -1,16 +1,13 @@
 #include "workers/tools/tool_flags.h"
 
-#include <algorithm>
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage_config.h"
-#include "absl/strings/match.h"
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/server_main.h"
 
 ABSL_FLAG(std::string, arch, "xception65",
           "Backbone: xception65, mobilenetv2, resnet50 or resnet101");
@@ -47,26 +44,7 @@ absl::StatusOr<ModelSpec> ModelSpecFromFlags() {
 }
 
 std::vector<char*> ParseToolCommandLine(int argc, char** argv) {
-  // The rewritten arguments must outlive parsing; flags are parsed once per process.
-  absl::FlagsUsageConfig usage;
-  // --help lists the flags defined by our tools, not only those of the main file.
-  usage.contains_help_flags = [](absl::string_view file) {
-    return absl::StrContains(file, "workers/tools/");
-  };
-  usage.contains_helpshort_flags = usage.contains_help_flags;
-  absl::SetFlagsUsageConfig(usage);
-  static std::vector<std::string>* storage = new std::vector<std::string>();
-  std::vector<char*> args;
-  for (int i = 0; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (i > 0 && arg.rfind("--", 0) == 0) {
-      const size_t end = std::min(arg.find('='), arg.size());
-      std::replace(arg.begin() + 2, arg.begin() + end, '-', '_');
-    }
-    storage->push_back(arg);
-  }
-  for (std::string& s : *storage) args.push_back(s.data());
-  return absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+  return ParseCommandLineWithDashes(argc, argv, "workers/");
 }
 
 absl::StatusOr<std::pair<int64_t, int64_t>> ParseImageSize(const std::string& text) {

@@ -31,7 +31,8 @@ struct Placement {
   // Moves a batch to the model's device, dtype and layout.
   torch::Tensor Prepare(const torch::Tensor& input) const {
     torch::Tensor x = input.to(device, dtype);
-    return channels_last ? x.contiguous(torch::MemoryFormat::ChannelsLast) : x;
+    return x.contiguous(channels_last ? torch::MemoryFormat::ChannelsLast
+                                      : torch::MemoryFormat::Contiguous);
   }
 };
 

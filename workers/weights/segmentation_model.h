@@ -39,8 +39,9 @@ struct RuntimeOptions {
   bool force_precision = false;
   // Fold BatchNorm into the convolutions (DeepLab networks; no effect on TorchScript).
   bool fold_batch_norm = true;
-  // NHWC activations and weights: oneDNN's and cuDNN's fast layout for convolutions.
-  bool channels_last = true;
+  // NHWC activations and weights: cuDNN's fast layout. On the CPU, NCHW measured faster
+  // with LibTorch 1.13 (README, "Measurements"), so the worker turns this on for CUDA only.
+  bool channels_last = false;
 };
 
 // True when this CPU has native bf16 arithmetic (AVX512-BF16 or AMX-BF16).

@@ -93,14 +93,6 @@ PipelineConfig MakePipelineConfig(const v1::ModelConfig& config) {
   return p;
 }
 
-std::vector<int> TileOrigins(int n, int patch, int stride) {
-  std::vector<int> origins = {0};
-  if (n <= patch) return origins;
-  for (int o = stride; o + patch < n; o += stride) origins.push_back(o);
-  if (origins.back() + patch < n) origins.push_back(n - patch);
-  return origins;
-}
-
 PreparedImage Preprocess(const cv::Mat& rgb, const PipelineConfig& config) {
   PreparedImage out;
   out.rgb = rgb;

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/tiling.h"
 #include "deeplab/v1/common.pb.h"
 #include "deeplab/v1/model_config.pb.h"
 #include "workers/repository/model_repository.h"
@@ -60,10 +61,6 @@ struct PreparedImage {
 };
 
 PreparedImage Preprocess(const cv::Mat& rgb, const PipelineConfig& config);
-
-// Patch origins along one dimension of n pixels: every `stride` from 0, plus one flush
-// with the end, so every pixel is covered. One origin (0) when n <= patch.
-std::vector<int> TileOrigins(int n, int patch, int stride);
 
 // Labels (CV_8UC1, original size) and, when asked, per-class probabilities.
 struct ItemScores {

@@ -2,12 +2,8 @@
 //   deeplab-worker --models models/ --port 8001 --metrics-port 9101 [--device cpu|cuda[:K]]
 //                  [--load NAME,...] [--threads N]
 #include <ATen/Parallel.h>
-#include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
-#include <grpcpp/health_check_service_interface.h>
-#include <prometheus/exposer.h>
 #include <prometheus/registry.h>
-#include <signal.h>
 
 #include <iostream>
 #include <memory>
@@ -17,10 +13,10 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "absl/time/time.h"
-#include "workers/tools/tool_flags.h"
+#include "common/server_main.h"
 #include "workers/worker/engine.h"
 #include "workers/worker/worker_service.h"
 
@@ -44,20 +40,16 @@ ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(60),
 namespace {
 
 int Run() {
-  // Block the stop signals in every thread; one waits for them with sigwait below, which
-  // is the one safe place to react to them.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-
+  deeplab::BlockStopSignals();
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   const int threads = absl::GetFlag(FLAGS_threads) > 0 ? absl::GetFlag(FLAGS_threads) : cores;
   at::set_num_threads(threads);
 
   deeplab::WorkerOptions options;
   options.runtime.device = absl::GetFlag(FLAGS_device);
+  // NHWC is cuDNN's fast layout; on this project's CPUs (oneDNN in LibTorch 1.13) NCHW with
+  // folded BatchNorm measured faster (README, "Measurements").
+  options.runtime.channels_last = absl::StartsWith(options.runtime.device, "cuda");
   options.limits.max_bytes = absl::GetFlag(FLAGS_max_image_bytes);
   options.limits.max_pixels = absl::GetFlag(FLAGS_max_image_pixels);
   options.batch_slots = std::max(1, absl::GetFlag(FLAGS_batch_slots));
@@ -65,72 +57,47 @@ int Run() {
   options.pipeline_threads =
       absl::GetFlag(FLAGS_pipeline_threads) > 0 ? absl::GetFlag(FLAGS_pipeline_threads) : cores;
 
-  const std::string host = absl::GetFlag(FLAGS_host);
   auto registry = std::make_shared<prometheus::Registry>();
-  std::unique_ptr<prometheus::Exposer> exposer;
-  try {
-    exposer = std::make_unique<prometheus::Exposer>(
-        absl::StrCat(host, ":", absl::GetFlag(FLAGS_metrics_port)));
-  } catch (const std::exception& e) {
-    std::cerr << "deeplab-worker: cannot listen for metrics on port "
-              << absl::GetFlag(FLAGS_metrics_port) << ": " << e.what() << "\n";
+  deeplab::WorkerMetrics metrics(*registry);
+  deeplab::WorkerEngine engine(options, &metrics);
+  deeplab::WorkerService service(&engine);
+  const std::vector<std::string> kHealthNames = {"deeplab.v1.Worker"};
+  const std::string host = absl::GetFlag(FLAGS_host);
+  absl::StatusOr<deeplab::ServerEndpoints> endpoints = deeplab::StartServer(
+      host, absl::GetFlag(FLAGS_port), absl::GetFlag(FLAGS_metrics_port),
+      absl::GetFlag(FLAGS_max_message_mb) << 20, {&service}, kHealthNames);
+  if (!endpoints.ok()) {
+    std::cerr << "deeplab-worker: " << endpoints.status().message() << "\n";
     return 1;
   }
   // The exposer holds collectables weakly: keep them alive for the life of the process.
   std::shared_ptr<prometheus::Collectable> process_metrics = deeplab::MakeProcessCollector();
-  exposer->RegisterCollectable(registry);
-  exposer->RegisterCollectable(process_metrics);
-  deeplab::WorkerMetrics metrics(*registry);
-
-  deeplab::WorkerEngine engine(options, &metrics);
-  deeplab::WorkerService service(&engine);
-
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort(absl::StrCat(host, ":", absl::GetFlag(FLAGS_port)),
-                           grpc::InsecureServerCredentials(), &port);
-  const int max_message = absl::GetFlag(FLAGS_max_message_mb) << 20;
-  builder.SetMaxReceiveMessageSize(max_message);
-  builder.SetMaxSendMessageSize(max_message);
-  builder.RegisterService(&service);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (server == nullptr || port == 0) {
-    std::cerr << "deeplab-worker: cannot listen on " << host << ":" << absl::GetFlag(FLAGS_port)
-              << " (in use?)\n";
-    return 1;
-  }
-  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
-  const std::string kService = "deeplab.v1.Worker";
-  health->SetServingStatus(false);
-  health->SetServingStatus(kService, false);
+  endpoints->exposer->RegisterCollectable(registry);
+  endpoints->exposer->RegisterCollectable(process_metrics);
+  grpc::Server& server = *endpoints->server;
   // Tests and launchers read these two lines to learn the ports.
-  std::cout << "deeplab-worker: grpc " << host << ":" << port << std::endl;
-  std::cout << "deeplab-worker: metrics " << host << ":" << exposer->GetListeningPorts().front()
-            << "/metrics" << std::endl;
+  std::cout << "deeplab-worker: grpc " << host << ":" << endpoints->port << std::endl;
+  std::cout << "deeplab-worker: metrics " << host << ":" << endpoints->metrics_port << "/metrics"
+            << std::endl;
 
   // Status answers while the weight sets load; health turns SERVING only after.
   if (absl::Status s = engine.LoadRepository(absl::GetFlag(FLAGS_models), absl::GetFlag(FLAGS_load));
       !s.ok()) {
     std::cerr << "deeplab-worker: " << s.message() << "\n";
-    server->Shutdown();
+    server.Shutdown();
     return 1;
   }
   const bool ready = engine.AnyReady();
-  health->SetServingStatus(ready);
-  health->SetServingStatus(kService, ready);
+  deeplab::SetHealth(server, kHealthNames, ready);
   std::cout << "deeplab-worker: " << (ready ? "ready" : "no weight set is ready (see Status)")
             << std::endl;
 
-  int signal_number = 0;
-  sigwait(&stop_signals, &signal_number);
+  const int signal_number = deeplab::WaitForStopSignal();
   std::cout << "deeplab-worker: signal " << signal_number << ", draining" << std::endl;
   engine.StartDrain();
-  health->SetServingStatus(false);
-  health->SetServingStatus(kService, false);
+  deeplab::SetHealth(server, kHealthNames, false);
   const bool drained = engine.WaitIdle(absl::GetFlag(FLAGS_drain_timeout));
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  server.Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   std::cout << "deeplab-worker: " << (drained ? "drained, stopped" : "drain timed out, stopped")
             << std::endl;
   return drained ? 0 : 1;
@@ -143,6 +110,6 @@ int main(int argc, char** argv) {
       "Serves the weight sets of a model repository over gRPC (deeplab.v1.Worker).\n"
       "Usage: deeplab-worker --models DIR --port N --metrics-port N [--device cpu|cuda[:K]] "
       "[--load NAME,...] [--threads N]");
-  deeplab::ParseToolCommandLine(argc, argv);
+  deeplab::ParseCommandLineWithDashes(argc, argv, "workers/");
   return Run();
 }

@@ -1,0 +1,97 @@
+#include "common/server_main.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <signal.h>
+
+#include <algorithm>
+
+#include "absl/flags/parse.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+
+namespace deeplab {
+namespace {
+
+sigset_t StopSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  return set;
+}
+
+}  // namespace
+
+std::vector<char*> ParseCommandLineWithDashes(int argc, char** argv,
+                                              const std::string& help_path) {
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [help_path](absl::string_view file) {
+    return absl::StrContains(file, help_path);
+  };
+  usage.contains_helpshort_flags = usage.contains_help_flags;
+  absl::SetFlagsUsageConfig(usage);
+  // The rewritten arguments must outlive parsing; flags are parsed once per process.
+  static std::vector<std::string>* storage = new std::vector<std::string>();
+  for (int i = 0; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (i > 0 && arg.rfind("--", 0) == 0) {
+      const size_t end = std::min(arg.find('='), arg.size());
+      std::replace(arg.begin() + 2, arg.begin() + end, '-', '_');
+    }
+    storage->push_back(arg);
+  }
+  std::vector<char*> args;
+  for (std::string& s : *storage) args.push_back(s.data());
+  return absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+}
+
+void BlockStopSignals() {
+  // Blocked in every thread; WaitForStopSignal's sigwait is the one safe place to react.
+  const sigset_t set = StopSignals();
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+int WaitForStopSignal() {
+  const sigset_t set = StopSignals();
+  int signal_number = 0;
+  sigwait(&set, &signal_number);
+  return signal_number;
+}
+
+absl::StatusOr<ServerEndpoints> StartServer(const std::string& host, int port, int metrics_port,
+                                            int max_message_bytes,
+                                            const std::vector<grpc::Service*>& services,
+                                            const std::vector<std::string>& health_names) {
+  ServerEndpoints out;
+  try {
+    out.exposer = std::make_unique<prometheus::Exposer>(absl::StrCat(host, ":", metrics_port));
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen for metrics on ", host, ":", metrics_port, ": ", e.what()));
+  }
+  out.metrics_port = out.exposer->GetListeningPorts().front();
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(absl::StrCat(host, ":", port), grpc::InsecureServerCredentials(),
+                           &out.port);
+  builder.SetMaxReceiveMessageSize(max_message_bytes);
+  builder.SetMaxSendMessageSize(max_message_bytes);
+  for (grpc::Service* service : services) builder.RegisterService(service);
+  out.server = builder.BuildAndStart();
+  if (out.server == nullptr || out.port == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", host, ":", port, " (in use?)"));
+  }
+  SetHealth(*out.server, health_names, false);
+  return out;
+}
+
+void SetHealth(grpc::Server& server, const std::vector<std::string>& names, bool serving) {
+  grpc::HealthCheckServiceInterface* health = server.GetHealthCheckService();
+  health->SetServingStatus(serving);
+  for (const std::string& name : names) health->SetServingStatus(name, serving);
+}
+
+}  // namespace deeplab

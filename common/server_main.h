@@ -1,0 +1,48 @@
+// What the deeplab-worker and deeplab-gateway mains share: command-line parsing that accepts
+// our documented dashed flag names, the gRPC server with health and reflection, the
+// Prometheus exposer, and waiting for SIGTERM/SIGINT.
+#ifndef DEEPLAB_COMMON_SERVER_MAIN_H_
+#define DEEPLAB_COMMON_SERVER_MAIN_H_
+
+#include <grpcpp/grpcpp.h>
+#include <prometheus/exposer.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace deeplab {
+
+// absl::ParseCommandLine, accepting --metrics-port for --metrics_port (Abseil flag names are
+// identifiers). --help lists flags defined in files whose path contains `help_path`.
+std::vector<char*> ParseCommandLineWithDashes(int argc, char** argv, const std::string& help_path);
+
+// Blocks SIGTERM and SIGINT in this thread and every thread started after; WaitForStopSignal
+// then receives them. Call first thing in main.
+void BlockStopSignals();
+int WaitForStopSignal();
+
+struct ServerEndpoints {
+  std::unique_ptr<prometheus::Exposer> exposer;
+  std::unique_ptr<grpc::Server> server;
+  int port = 0;
+  int metrics_port = 0;
+};
+
+// Starts the Prometheus exposer on host:metrics_port and a gRPC server on host:port with
+// `services`, the standard health service (initially NOT_SERVING for "" and every name in
+// `health_names`), server reflection and the given message size limit. Port 0 picks a free
+// port; the chosen ones are in the result. UNAVAILABLE when a port cannot be bound.
+absl::StatusOr<ServerEndpoints> StartServer(const std::string& host, int port, int metrics_port,
+                                            int max_message_bytes,
+                                            const std::vector<grpc::Service*>& services,
+                                            const std::vector<std::string>& health_names);
+
+// Sets "" and every name in `names` to SERVING or NOT_SERVING.
+void SetHealth(grpc::Server& server, const std::vector<std::string>& names, bool serving);
+
+}  // namespace deeplab
+
+#endif  // DEEPLAB_COMMON_SERVER_MAIN_H_

@@ -1,0 +1,390 @@
+#include "services/gateway/gateway.h"
+
+#include <iostream>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/image_codec.h"
+#include "common/status_util.h"
+#include "common/tiling.h"
+
+namespace deeplab {
+namespace {
+
+std::string CodeName(absl::StatusCode code) { return absl::StatusCodeToString(code); }
+
+bool Retryable(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::UNAVAILABLE:         // worker down, draining, or weight set unready
+    case grpc::StatusCode::CANCELLED:           // worker shut down mid-call
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:  // worker overloaded
+    case grpc::StatusCode::NOT_FOUND:           // worker no longer hosts the weight set
+    case grpc::StatusCode::ABORTED:
+    case grpc::StatusCode::UNKNOWN:
+      return true;
+    default:
+      return false;
+  }
+}
+
+std::string RejectionReason(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kResourceExhausted:
+      return "queue_full";
+    case absl::StatusCode::kDeadlineExceeded:
+      return "deadline";
+    case absl::StatusCode::kUnavailable:
+      return "not_ready";
+    case absl::StatusCode::kNotFound:
+      return "unknown_model";
+    case absl::StatusCode::kCancelled:
+      return "cancelled";
+    default:
+      return "invalid";
+  }
+}
+
+}  // namespace
+
+struct Gateway::Pending {
+  uint64_t id = 0;
+  const v1::SegmentRequest* request = nullptr;
+  v1::SegmentResponse* response = nullptr;
+  DoneCallback done;
+  std::string model;  // metric label
+  absl::Time arrival;
+  bool ran = false;
+};
+
+struct Gateway::BatchCall {
+  std::string worker;
+  uint64_t generation = 0;
+  std::string model;
+  std::vector<scheduler::Task> tasks;
+  grpc::ClientContext context;
+  v1::InferRequest request;
+  v1::InferResponse response;
+  absl::Time start;
+};
+
+Gateway::Gateway(GatewayOptions options, GatewayMetrics* metrics)
+    : options_(std::move(options)), metrics_(metrics) {
+  scheduler::SchedulerOptions so;
+  so.max_attempts = options_.max_attempts;
+  auto created = scheduler::Scheduler::Create(
+      so, scheduler::RealClock::Get(), [this](scheduler::Batch b) { Dispatch(std::move(b)); },
+      [this](const scheduler::Task& t, absl::Status s) { Reject(t, std::move(s)); });
+  if (!created.ok()) {
+    std::cerr << "deeplab-gateway: " << created.status() << std::endl;
+    std::abort();  // options are validated by main before we get here
+  }
+  scheduler_ = *std::move(created);
+  pool_ = std::make_unique<WorkerPool>(options_.pool, scheduler_.get(), [this] {
+    std::function<void()> callback;
+    {
+      absl::MutexLock lock(&mu_);
+      callback = on_workers_changed_;
+    }
+    if (metrics_ != nullptr) {
+      const int healthy = pool_->HealthyWorkers();
+      metrics_->SetWorkers(healthy, pool_->KnownWorkers() - healthy);
+    }
+    Kick();
+    if (callback) callback();
+  });
+}
+
+Gateway::~Gateway() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  if (loop_.joinable()) loop_.join();
+  pool_->Stop();
+}
+
+void Gateway::Start() {
+  pool_->Start();
+  loop_ = std::thread([this] { Loop(); });
+}
+
+void Gateway::SetOnWorkersChanged(std::function<void()> callback) {
+  absl::MutexLock lock(&mu_);
+  on_workers_changed_ = std::move(callback);
+}
+
+std::string Gateway::ModelLabel(const std::string& model) const {
+  // Only names some worker knows become label values: clients cannot blow up cardinality.
+  return pool_->ModelConfigFor(model).ok() ? model : "unknown";
+}
+
+absl::StatusOr<int> Gateway::Cost(const v1::SegmentRequest& request,
+                                  const v1::ModelConfig& config) {
+  int64_t height = 0, width = 0;
+  if (request.image().has_raw()) {
+    height = request.image().raw().height();
+    width = request.image().raw().width();
+  } else {
+    // Refuse what is not an image here, before it takes a batch slot; the header also gives
+    // the size a tiled weight set needs to count patches.
+    absl::StatusOr<ImageHeader> header = ProbeImageHeader(request.image().encoded());
+    if (!header.ok()) return header.status();
+    height = header->height;
+    width = header->width;
+  }
+  if (!config.has_tiling() || config.tiling().stride() <= 0 || height <= 0 || width <= 0) return 1;
+  const int64_t tiles = TileCount(height, width, config.input().height(), config.input().width(),
+                                  config.tiling().stride());
+  return static_cast<int>(std::min<int64_t>(tiles, 1 << 20));
+}
+
+uint64_t Gateway::Submit(const v1::SegmentRequest& request, v1::SegmentResponse* response,
+                         absl::Time deadline, DoneCallback done) {
+  const absl::Time arrival = absl::Now();
+  auto refuse = [&](absl::Status status, const std::string& label) {
+    if (metrics_ != nullptr) {
+      metrics_->CountRejection(label, RejectionReason(status.code()));
+      metrics_->CountRequest(label, CodeName(status.code()),
+                             absl::ToDoubleSeconds(absl::Now() - arrival));
+    }
+    done(std::move(status));
+    return uint64_t{0};
+  };
+  {
+    absl::MutexLock lock(&mu_);
+    if (draining_) {
+      return refuse(absl::UnavailableError("the gateway is shutting down; retry on another"),
+                    "unknown");
+    }
+  }
+  const std::string& model = request.model();
+  if (model.empty()) {
+    return refuse(absl::InvalidArgumentError("the request names no weight set: set model "
+                                             "(ListModels lists them)"),
+                  "unknown");
+  }
+  if (request.image().source_case() == v1::Image::SOURCE_NOT_SET) {
+    return refuse(absl::InvalidArgumentError(
+                      "the request has no image: set image.encoded (file bytes) or image.raw"),
+                  ModelLabel(model));
+  }
+  absl::StatusOr<v1::ModelConfig> config = pool_->ModelConfigFor(model);
+  if (!config.ok()) {
+    std::vector<std::string> names;
+    const v1::ListModelsResponse models = pool_->ListModels();
+    for (const auto& m : models.models()) names.push_back(m.name());
+    return refuse(absl::NotFoundError(absl::StrCat("unknown weight set '", model,
+                                                   "'; available: ", absl::StrJoin(names, ", "))),
+                  "unknown");
+  }
+  if (!pool_->ModelReady(model)) {
+    return refuse(absl::UnavailableError(absl::StrCat(
+                      "weight set '", model, "' is not ready on any worker; see ListModels")),
+                  model);
+  }
+  absl::StatusOr<int> cost = Cost(request, *config);
+  if (!cost.ok()) return refuse(cost.status(), model);
+
+  auto pending = std::make_shared<Pending>();
+  pending->request = &request;
+  pending->response = response;
+  pending->done = std::move(done);
+  pending->model = model;
+  pending->arrival = arrival;
+  scheduler::Task task;
+  task.model = model;
+  task.cost = *cost;
+  task.priority = request.priority();
+  task.deadline = deadline;
+  {
+    absl::MutexLock lock(&mu_);
+    pending->id = task.id = next_id_++;
+    pending_[task.id] = pending;
+  }
+  if (absl::Status s = scheduler_->Enqueue(task); !s.ok()) {
+    {
+      absl::MutexLock lock(&mu_);
+      pending_.erase(task.id);
+    }
+    done = std::move(pending->done);
+    return refuse(std::move(s), model);
+  }
+  Kick();
+  return task.id;
+}
+
+void Gateway::Cancel(uint64_t id) {
+  if (id != 0 && scheduler_->Cancel(id)) {
+    Complete(id, absl::CancelledError("the caller cancelled the request"));
+  }
+}
+
+void Gateway::Complete(uint64_t id, absl::Status status) {
+  std::shared_ptr<Pending> p;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = pending_.find(id);
+    if (it == pending_.end()) return;
+    p = it->second;
+    pending_.erase(it);
+  }
+  if (metrics_ != nullptr) {
+    if (!status.ok() && !p->ran) metrics_->CountRejection(p->model, RejectionReason(status.code()));
+    metrics_->CountRequest(p->model, CodeName(status.code()),
+                           absl::ToDoubleSeconds(absl::Now() - p->arrival));
+  }
+  p->done(std::move(status));
+}
+
+void Gateway::Reject(const scheduler::Task& task, absl::Status status) {
+  Complete(task.id, std::move(status));
+}
+
+void Gateway::Dispatch(scheduler::Batch batch) {
+  auto call = std::make_shared<BatchCall>();
+  call->worker = batch.worker;
+  call->generation = pool_->Generation(batch.worker);
+  call->model = batch.model;
+  call->request.set_model(batch.model);
+  absl::Time latest = absl::InfinitePast();
+  {
+    absl::MutexLock lock(&mu_);
+    for (const scheduler::Task& task : batch.tasks) {
+      auto it = pending_.find(task.id);
+      if (it == pending_.end()) continue;  // answered meanwhile (cancelled)
+      const v1::SegmentRequest& r = *it->second->request;
+      v1::InferItem* item = call->request.add_items();
+      item->set_id(absl::StrCat(task.id));
+      *item->mutable_image() = r.image();
+      *item->mutable_outputs() = r.outputs();
+      call->tasks.push_back(task);
+      latest = std::max(latest, task.deadline);
+    }
+  }
+  if (metrics_ != nullptr) metrics_->ObserveBatch(batch.model, static_cast<int>(call->tasks.size()));
+  if (call->tasks.empty()) {
+    scheduler_->ReleaseSlot(call->worker);
+    Kick();
+    return;
+  }
+  if (latest < absl::InfiniteFuture()) call->context.set_deadline(absl::ToChronoTime(latest));
+  call->start = absl::Now();
+  pool_->Infer(call->worker, &call->context, &call->request, &call->response,
+               [this, call](grpc::Status s) { OnBatchDone(call, std::move(s)); });
+}
+
+void Gateway::OnBatchDone(std::shared_ptr<BatchCall> call, grpc::Status status) {
+  const absl::Time now = absl::Now();
+  const double compute = absl::ToDoubleSeconds(now - call->start);
+  // The slot is free again unless the worker was removed (and maybe re-added) meanwhile.
+  if (pool_->Generation(call->worker) == call->generation) scheduler_->ReleaseSlot(call->worker);
+
+  if (!status.ok() && Retryable(status.error_code())) {
+    if (status.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) {
+      pool_->MarkFailed(call->worker, status.error_message());
+    }
+    if (metrics_ != nullptr) {
+      for (size_t i = 0; i < call->tasks.size(); ++i) metrics_->CountRetry(call->model);
+    }
+    scheduler_->Requeue(call->tasks);
+    Kick();
+    return;
+  }
+  if (!status.ok()) {
+    // DEADLINE_EXCEEDED: the latest deadline of the batch passed, so every one of them did.
+    const absl::Status s = FromGrpcStatus(status);
+    for (const auto& task : call->tasks) Complete(task.id, s);
+    Kick();
+    return;
+  }
+  std::map<std::string, const scheduler::Task*> tasks;
+  for (const auto& task : call->tasks) tasks[absl::StrCat(task.id)] = &task;
+  std::set<uint64_t> answered;
+  for (v1::ItemResult& item : *call->response.mutable_items()) {
+    auto it = tasks.find(item.id());
+    if (it == tasks.end()) continue;
+    const scheduler::Task& task = *it->second;
+    std::shared_ptr<Pending> p;
+    {
+      absl::MutexLock lock(&mu_);
+      auto pit = pending_.find(task.id);
+      if (pit != pending_.end()) p = pit->second;
+    }
+    answered.insert(task.id);
+    if (p == nullptr) continue;
+    p->ran = true;
+    if (item.code() != 0) {
+      Complete(task.id, absl::Status(static_cast<absl::StatusCode>(item.code()), item.message()));
+      continue;
+    }
+    v1::SegmentResponse* r = p->response;
+    r->set_request_id(p->request->request_id().empty() ? absl::StrCat(task.id)
+                                                       : p->request->request_id());
+    r->set_model(call->model);
+    *r->mutable_result() = std::move(*item.mutable_result());
+    v1::Timing* t = r->mutable_timing();
+    const double queue = absl::ToDoubleSeconds(call->start - p->arrival);
+    t->set_queue_seconds(queue);
+    t->set_compute_seconds(compute);
+    t->set_total_seconds(absl::ToDoubleSeconds(now - p->arrival));
+    t->set_batch_size(static_cast<int>(call->tasks.size()));
+    t->set_batch_cost(call->response.batch_cost());
+    *t->mutable_stages() = r->result().timings();
+    t->set_worker(call->worker);
+    t->set_attempts(task.attempts + 1);
+    if (metrics_ != nullptr) metrics_->ObserveRun(call->model, queue, compute);
+    Complete(task.id, absl::OkStatus());
+  }
+  for (const auto& task : call->tasks) {
+    if (answered.count(task.id) == 0) {
+      Complete(task.id, absl::InternalError("the worker's answer left this request out"));
+    }
+  }
+  Kick();
+}
+
+void Gateway::Kick() {
+  absl::MutexLock lock(&mu_);
+  kicked_ = true;
+}
+
+void Gateway::Loop() {
+  absl::Time next_metrics_update = absl::InfinitePast();
+  for (;;) {
+    scheduler_->Poll();
+    if (metrics_ != nullptr && absl::Now() >= next_metrics_update) {
+      // Queue depth is sampled, not tracked per request: a few times a second is plenty.
+      next_metrics_update = absl::Now() + absl::Milliseconds(250);
+      const v1::ListModelsResponse models = pool_->ListModels();
+      for (const auto& m : models.models()) {
+        metrics_->SetQueueDepth(m.name(), scheduler_->QueueLength(m.name()));
+      }
+    }
+    const absl::Time wake = std::min(scheduler_->NextWakeup(), absl::Now() + absl::Seconds(1));
+    absl::MutexLock lock(&mu_);
+    auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return kicked_ || stopping_; };
+    mu_.AwaitWithDeadline(absl::Condition(&ready), wake);
+    if (stopping_) return;
+    kicked_ = false;
+  }
+}
+
+v1::ListModelsResponse Gateway::ListModels() const { return pool_->ListModels(); }
+
+bool Gateway::Serving() const {
+  const v1::ListModelsResponse models = pool_->ListModels();
+  for (const auto& m : models.models()) {
+    if (m.ready()) return true;
+  }
+  return false;
+}
+
+bool Gateway::Drain(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  draining_ = true;
+  auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return pending_.empty(); };
+  return mu_.AwaitWithTimeout(absl::Condition(&idle), timeout);
+}
+
+}  // namespace deeplab

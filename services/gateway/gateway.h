@@ -1,0 +1,97 @@
+// Gateway: the front door's logic, independent of the gRPC server types. Requests are
+// validated, costed (a tiled image costs its patch count), queued in the batching
+// scheduler, sent in batches to workers through the WorkerPool, and each answered exactly
+// once: with its result, or with an explicit status.
+//
+// A batch whose worker fails (UNAVAILABLE, connection lost, draining) goes back to the front
+// of its queue and runs elsewhere, up to max_attempts; the worker is taken out and polled
+// again after a backoff.
+//
+// Thread-safe. Owns its scheduler thread and the worker pool.
+#ifndef DEEPLAB_SERVICES_GATEWAY_GATEWAY_H_
+#define DEEPLAB_SERVICES_GATEWAY_GATEWAY_H_
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "deeplab/v1/segmentation.pb.h"
+#include "scheduler/scheduler.h"
+#include "services/gateway/gateway_metrics.h"
+#include "services/gateway/worker_pool.h"
+
+namespace deeplab {
+
+struct GatewayOptions {
+  WorkerPoolOptions pool;
+  // Runs a request may take part in before it is answered UNAVAILABLE (see scheduler.h).
+  int max_attempts = 3;
+};
+
+class Gateway {
+ public:
+  // metrics may be null.
+  Gateway(GatewayOptions options, GatewayMetrics* metrics);
+  ~Gateway();
+  Gateway(const Gateway&) = delete;
+  Gateway& operator=(const Gateway&) = delete;
+
+  // Polls the workers once, then starts the scheduler and pool threads.
+  void Start();
+
+  using DoneCallback = std::function<void(absl::Status)>;
+  // Queues one request. request and response must stay valid until done runs (exactly
+  // once, possibly inline). Returns an id for Cancel.
+  uint64_t Submit(const v1::SegmentRequest& request, v1::SegmentResponse* response,
+                  absl::Time deadline, DoneCallback done);
+  // The caller gave up: a still-queued request is answered CANCELLED and never runs; one
+  // already on a worker completes normally.
+  void Cancel(uint64_t id);
+
+  v1::ListModelsResponse ListModels() const;
+  // True when some healthy worker has a ready weight set: the gateway's health.
+  bool Serving() const;
+  // Called (outside locks) whenever worker membership or readiness may have changed.
+  void SetOnWorkersChanged(std::function<void()> callback);
+
+  // Stops accepting (UNAVAILABLE from now on), waits up to `timeout` for every accepted
+  // request to be answered; false on timeout. Then stops the threads.
+  bool Drain(absl::Duration timeout);
+
+ private:
+  struct Pending;
+  struct BatchCall;
+
+  void Dispatch(scheduler::Batch batch);
+  void Reject(const scheduler::Task& task, absl::Status status);
+  void OnBatchDone(std::shared_ptr<BatchCall> call, grpc::Status status);
+  void Complete(uint64_t id, absl::Status status);
+  absl::StatusOr<int> Cost(const v1::SegmentRequest& request, const v1::ModelConfig& config);
+  void Loop();
+  void Kick();
+  std::string ModelLabel(const std::string& model) const;
+
+  const GatewayOptions options_;
+  GatewayMetrics* const metrics_;
+  std::unique_ptr<scheduler::Scheduler> scheduler_;
+  std::unique_ptr<WorkerPool> pool_;
+
+  mutable absl::Mutex mu_;
+  std::map<uint64_t, std::shared_ptr<Pending>> pending_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool kicked_ ABSL_GUARDED_BY(mu_) = false;
+  std::function<void()> on_workers_changed_ ABSL_GUARDED_BY(mu_);
+  std::thread loop_;
+};
+
+}  // namespace deeplab
+
+#endif  // DEEPLAB_SERVICES_GATEWAY_GATEWAY_H_

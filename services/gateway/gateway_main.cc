@@ -1,0 +1,96 @@
+// deeplab-gateway: the public front door. Batches Segment requests per weight set and runs
+// them on workers.
+//   deeplab-gateway --port 8000 --metrics-port 9100 --workers host:port,host:port
+//   deeplab-gateway --workers dns:///deeplab-workers.default.svc.cluster.local:8001
+#include <grpcpp/grpcpp.h>
+#include <prometheus/registry.h>
+
+#include <iostream>
+#include <memory>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "common/server_main.h"
+#include "services/gateway/gateway.h"
+#include "services/gateway/gateway_service.h"
+
+ABSL_FLAG(std::string, host, "0.0.0.0", "Address to listen on (gRPC and metrics)");
+ABSL_FLAG(int, port, 8000, "gRPC port; 0 picks a free one (printed at start)");
+ABSL_FLAG(int, metrics_port, 9100, "Prometheus /metrics port; 0 picks a free one");
+ABSL_FLAG(std::string, workers, "",
+          "Workers: host:port[,host:port...] or dns:///name:port (re-resolved)");
+ABSL_FLAG(int, max_message_mb, 256,
+          "Largest gRPC message in MiB (a 4000x3000 PNG with all outputs fits in 256)");
+ABSL_FLAG(absl::Duration, status_interval, absl::Seconds(1), "How often workers are polled");
+ABSL_FLAG(absl::Duration, resolve_interval, absl::Seconds(5),
+          "How often a dns:/// worker name is resolved again");
+ABSL_FLAG(int, max_attempts, 3, "Workers a request may fail on before it is answered UNAVAILABLE");
+ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(60),
+          "On SIGTERM, how long queued and running requests may take to finish");
+
+namespace {
+
+int Run() {
+  deeplab::BlockStopSignals();
+  deeplab::GatewayOptions options;
+  options.pool.workers = absl::GetFlag(FLAGS_workers);
+  options.pool.status_interval = absl::GetFlag(FLAGS_status_interval);
+  options.pool.resolve_interval = absl::GetFlag(FLAGS_resolve_interval);
+  options.pool.max_message_bytes = absl::GetFlag(FLAGS_max_message_mb) << 20;
+  options.max_attempts = absl::GetFlag(FLAGS_max_attempts);
+  if (auto targets = deeplab::ParseWorkerTargets(options.pool.workers); !targets.ok()) {
+    std::cerr << "deeplab-gateway: --workers: " << targets.status().message() << "\n";
+    return 2;
+  }
+  if (options.max_attempts < 1) {
+    std::cerr << "deeplab-gateway: --max-attempts must be at least 1\n";
+    return 2;
+  }
+
+  auto registry = std::make_shared<prometheus::Registry>();
+  deeplab::GatewayMetrics metrics(*registry);
+  deeplab::Gateway gateway(options, &metrics);
+  deeplab::SegmentationService service(&gateway);
+  const std::vector<std::string> kHealthNames = {"deeplab.v1.Segmentation"};
+  const std::string host = absl::GetFlag(FLAGS_host);
+  absl::StatusOr<deeplab::ServerEndpoints> endpoints = deeplab::StartServer(
+      host, absl::GetFlag(FLAGS_port), absl::GetFlag(FLAGS_metrics_port),
+      absl::GetFlag(FLAGS_max_message_mb) << 20, {&service}, kHealthNames);
+  if (!endpoints.ok()) {
+    std::cerr << "deeplab-gateway: " << endpoints.status().message() << "\n";
+    return 1;
+  }
+  endpoints->exposer->RegisterCollectable(registry);
+  grpc::Server& server = *endpoints->server;
+  std::cout << "deeplab-gateway: grpc " << host << ":" << endpoints->port << std::endl;
+  std::cout << "deeplab-gateway: metrics " << host << ":" << endpoints->metrics_port
+            << "/metrics" << std::endl;
+  // Health follows the workers: SERVING while some worker has a ready weight set.
+  gateway.SetOnWorkersChanged(
+      [&] { deeplab::SetHealth(server, kHealthNames, gateway.Serving()); });
+  gateway.Start();
+  deeplab::SetHealth(server, kHealthNames, gateway.Serving());
+
+  const int signal_number = deeplab::WaitForStopSignal();
+  std::cout << "deeplab-gateway: signal " << signal_number << ", draining" << std::endl;
+  gateway.SetOnWorkersChanged(nullptr);
+  deeplab::SetHealth(server, kHealthNames, false);
+  const bool drained = gateway.Drain(absl::GetFlag(FLAGS_drain_timeout));
+  server.Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  std::cout << "deeplab-gateway: " << (drained ? "drained, stopped" : "drain timed out, stopped")
+            << std::endl;
+  return drained ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "The deeplab-serve gateway: batches Segment requests and runs them on workers.\n"
+      "Usage: deeplab-gateway --port N --metrics-port N --workers host:port,...|dns:///name:port");
+  deeplab::ParseCommandLineWithDashes(argc, argv, "services/gateway/");
+  return Run();
+}

@@ -1,0 +1,43 @@
+// The gateway's Prometheus metrics (names per DESIGN.md section 6; listed in the README).
+// Thread-safe.
+#ifndef DEEPLAB_SERVICES_GATEWAY_GATEWAY_METRICS_H_
+#define DEEPLAB_SERVICES_GATEWAY_GATEWAY_METRICS_H_
+
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <string>
+
+namespace deeplab {
+
+class GatewayMetrics {
+ public:
+  explicit GatewayMetrics(prometheus::Registry& registry);
+
+  // One answered request: its final code and, when it ran, its timings.
+  void CountRequest(const std::string& model, const std::string& code, double total_seconds);
+  void ObserveRun(const std::string& model, double queue_seconds, double compute_seconds);
+  void ObserveBatch(const std::string& model, int size);
+  void SetQueueDepth(const std::string& model, int tasks);
+  void SetWorkers(int healthy, int unhealthy);
+  void CountRetry(const std::string& model);
+  // reason: queue_full, deadline, not_ready, unknown_model, invalid, draining, cancelled.
+  void CountRejection(const std::string& model, const std::string& reason);
+
+ private:
+  prometheus::Family<prometheus::Counter>& requests_;
+  prometheus::Family<prometheus::Histogram>& request_seconds_;
+  prometheus::Family<prometheus::Histogram>& queue_seconds_;
+  prometheus::Family<prometheus::Histogram>& compute_seconds_;
+  prometheus::Family<prometheus::Histogram>& batch_size_;
+  prometheus::Family<prometheus::Gauge>& queue_depth_;
+  prometheus::Family<prometheus::Gauge>& workers_;
+  prometheus::Family<prometheus::Counter>& retries_;
+  prometheus::Family<prometheus::Counter>& rejections_;
+};
+
+}  // namespace deeplab
+
+#endif  // DEEPLAB_SERVICES_GATEWAY_GATEWAY_METRICS_H_

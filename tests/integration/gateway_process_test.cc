@@ -1,0 +1,292 @@
+// The real deeplab-gateway in front of real deeplab-worker processes on loopback ports they
+// pick: bursts are batched, every request survives a worker killed mid-burst, errors carry
+// the right codes, streams answer each image, late workers are picked up, SIGTERM drains.
+#include <gmock/gmock.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <future>
+#include <opencv2/imgcodecs.hpp>
+#include <thread>
+
+#include "common/image_codec.h"
+#include "deeplab/v1/segmentation.grpc.pb.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "tests/integration/cluster.h"
+
+namespace deeplab {
+namespace {
+
+using ::deeplab::testing::MetricValue;
+using ::deeplab::testing::ReadFile;
+using ::deeplab::testing::Scrape;
+using ::deeplab::testing::Server;
+using ::deeplab::testing::StartGateway;
+using ::deeplab::testing::StartWorker;
+using ::testing::HasSubstr;
+
+std::string Photo(const std::string& name) {
+  return ReadFile(std::string(DEEPLAB_PHOTOS_DIR) + "/" + name);
+}
+
+// A small PNG with three colour bands, so the colour weight set's labels are known.
+std::string BandsPng(int height, int width) {
+  cv::Mat img(height, width, CV_8UC3);
+  for (int x = 0; x < width; ++x) {
+    img.col(x).setTo(x < width / 3 ? cv::Scalar(250, 0, 0)
+                                   : (x < 2 * width / 3 ? cv::Scalar(0, 250, 0)
+                                                        : cv::Scalar(0, 0, 250)));
+  }
+  return EncodePng(img);
+}
+
+v1::SegmentRequest Request(const std::string& model, const std::string& image,
+                           const std::string& id = "") {
+  v1::SegmentRequest r;
+  r.set_model(model);
+  r.mutable_image()->set_encoded(image);
+  r.set_request_id(id);
+  r.mutable_outputs()->set_class_stats(true);
+  return r;
+}
+
+bool WaitServing(const std::shared_ptr<grpc::Channel>& channel, absl::Duration timeout) {
+  auto health = grpc::health::v1::Health::NewStub(channel);
+  const absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    grpc::ClientContext ctx;
+    grpc::health::v1::HealthCheckRequest req;
+    grpc::health::v1::HealthCheckResponse resp;
+    if (health->Check(&ctx, req, &resp).ok() &&
+        resp.status() == grpc::health::v1::HealthCheckResponse::SERVING) {
+      return true;
+    }
+    // Polling another process's readiness: there is no event to wait on.
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
+}
+
+class GatewayProcessTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    repo_ = new std::string(std::filesystem::temp_directory_path() /
+                            ("deeplab_gateway_repo_" + std::to_string(getpid())));
+    deeplab::testing::WriteTestRepository(*repo_);
+  }
+  static void TearDownTestSuite() {
+    std::filesystem::remove_all(*repo_);
+    delete repo_;
+  }
+  static std::string* repo_;
+};
+std::string* GatewayProcessTest::repo_ = nullptr;
+
+TEST_F(GatewayProcessTest, BurstIsBatchedAcrossTwoWorkersAndEveryAnswerIsRight) {
+  Server w1 = StartWorker(*repo_);
+  Server w2 = StartWorker(*repo_);
+  Server gw = StartGateway(w1.grpc_address + "," + w2.grpc_address);
+  ASSERT_TRUE(WaitServing(gw.channel, absl::Seconds(30)));
+  auto stub = v1::Segmentation::NewStub(gw.channel);
+
+  constexpr int kRequests = 48;
+  const std::string image = BandsPng(30, 90);
+  std::vector<std::future<std::pair<grpc::Status, v1::SegmentResponse>>> calls;
+  for (int i = 0; i < kRequests; ++i) {
+    calls.push_back(std::async(std::launch::async, [&, i] {
+      grpc::ClientContext ctx;
+      v1::SegmentResponse resp;
+      grpc::Status s = stub->Segment(&ctx, Request("colour", image, "r" + std::to_string(i)), &resp);
+      return std::make_pair(s, resp);
+    }));
+  }
+  int batched = 0;
+  std::set<std::string> workers;
+  for (int i = 0; i < kRequests; ++i) {
+    auto [status, resp] = calls[i].get();
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(resp.request_id(), "r" + std::to_string(i));
+    EXPECT_EQ(resp.result().height(), 30);
+    EXPECT_EQ(resp.result().width(), 90);
+    ASSERT_EQ(resp.result().class_stats_size(), 3);
+    for (const auto& c : resp.result().class_stats()) EXPECT_NEAR(c.fraction(), 1.0 / 3, 0.02);
+    if (resp.timing().batch_size() > 1) ++batched;
+    workers.insert(resp.timing().worker());
+    EXPECT_GE(resp.timing().total_seconds(), resp.timing().compute_seconds());
+  }
+  EXPECT_GT(batched, 0);
+  EXPECT_EQ(workers.size(), 2u) << "both workers should have taken batches";
+
+  const std::string metrics = Scrape(gw.metrics_address);
+  const double count = MetricValue(metrics, "deeplab_gateway_batch_size_count{model=\"colour\"}");
+  const double sum = MetricValue(metrics, "deeplab_gateway_batch_size_sum{model=\"colour\"}");
+  ASSERT_GT(count, 0);
+  EXPECT_EQ(sum, kRequests);
+  EXPECT_GT(sum / count, 1.0) << "the burst should run in batches larger than one";
+  EXPECT_EQ(MetricValue(metrics, "deeplab_gateway_requests_total{code=\"OK\",model=\"colour\"}"),
+            kRequests);
+  for (const char* name : {"deeplab_gateway_request_seconds_bucket", "deeplab_gateway_queue_seconds",
+                           "deeplab_gateway_compute_seconds", "deeplab_gateway_queue_depth",
+                           "deeplab_gateway_workers{state=\"healthy\"} 2"}) {
+    EXPECT_THAT(metrics, HasSubstr(name));
+  }
+}
+
+TEST_F(GatewayProcessTest, EveryRequestSucceedsWhenAWorkerIsKilledMidBurst) {
+  Server w1 = StartWorker(*repo_);
+  Server w2 = StartWorker(*repo_);
+  Server gw = StartGateway(w1.grpc_address + "," + w2.grpc_address);
+  ASSERT_TRUE(WaitServing(gw.channel, absl::Seconds(30)));
+  auto stub = v1::Segmentation::NewStub(gw.channel);
+
+  constexpr int kRequests = 24;
+  const std::string image = Photo("image2.jpg");
+  std::atomic<int> answered{0};
+  std::vector<std::future<grpc::Status>> calls;
+  for (int i = 0; i < kRequests; ++i) {
+    calls.push_back(std::async(std::launch::async, [&] {
+      grpc::ClientContext ctx;
+      v1::SegmentResponse resp;
+      grpc::Status s = stub->Segment(&ctx, Request("slow", image), &resp);
+      ++answered;
+      return s;
+    }));
+  }
+  // Kill the first worker once the burst is under way (its batches are in flight).
+  while (answered.load() < 2) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  w1.process.Signal(SIGKILL);
+  ASSERT_TRUE(w1.process.Wait(absl::Seconds(10)).ok());
+  for (auto& call : calls) {
+    grpc::Status s = call.get();
+    EXPECT_TRUE(s.ok()) << s.error_code() << " " << s.error_message();
+  }
+  const std::string metrics = Scrape(gw.metrics_address);
+  EXPECT_EQ(MetricValue(metrics, "deeplab_gateway_requests_total{code=\"OK\",model=\"slow\"}"),
+            kRequests);
+}
+
+TEST_F(GatewayProcessTest, ErrorsStreamsAndListModels) {
+  Server worker = StartWorker(*repo_);
+  Server gw = StartGateway(worker.grpc_address);
+  ASSERT_TRUE(WaitServing(gw.channel, absl::Seconds(30)));
+  auto stub = v1::Segmentation::NewStub(gw.channel);
+  auto call = [&](const v1::SegmentRequest& r, absl::Duration timeout = absl::Seconds(60)) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+    v1::SegmentResponse resp;
+    return stub->Segment(&ctx, r, &resp);
+  };
+  EXPECT_EQ(call(Request("nope", BandsPng(8, 8))).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_THAT(call(Request("nope", BandsPng(8, 8))).error_message(), HasSubstr("colour"));
+  EXPECT_EQ(call(Request("", BandsPng(8, 8))).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  v1::SegmentRequest no_image;
+  no_image.set_model("colour");
+  EXPECT_EQ(call(no_image).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(call(Request("colour", "garbage bytes")).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  const std::string jpeg = Photo("image1.jpg");
+  grpc::Status truncated = call(Request("colour", jpeg.substr(0, jpeg.size() / 2)));
+  EXPECT_EQ(truncated.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(truncated.error_message(), HasSubstr("truncated"));
+  // A deadline shorter than a batch of the slow model is answered DEADLINE_EXCEEDED.
+  EXPECT_EQ(call(Request("slow", Photo("image3.jpg")), absl::Milliseconds(1)).error_code(),
+            grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_TRUE(call(Request("colour", BandsPng(10, 10))).ok());
+
+  {
+    grpc::ClientContext ctx;
+    v1::ListModelsResponse models;
+    ASSERT_TRUE(stub->ListModels(&ctx, v1::ListModelsRequest(), &models).ok());
+    ASSERT_EQ(models.models_size(), 2);
+    EXPECT_EQ(models.models(0).name(), "colour");
+    EXPECT_TRUE(models.models(0).ready());
+    EXPECT_EQ(models.models(0).num_classes(), 3);
+    EXPECT_EQ(models.models(0).class_names(2), "blue");
+    EXPECT_EQ(models.models(0).ready_workers(0), worker.grpc_address);
+    EXPECT_EQ(models.healthy_workers(), 1);
+  }
+
+  // A stream of images, one of them bad: every one is answered, by id.
+  grpc::ClientContext ctx;
+  auto stream = stub->SegmentStream(&ctx);
+  constexpr int kImages = 12;
+  for (int i = 0; i < kImages; ++i) {
+    ASSERT_TRUE(stream->Write(
+        Request("colour", i == 5 ? std::string("bad") : BandsPng(20 + i, 30), "s" + std::to_string(i))));
+  }
+  stream->WritesDone();
+  std::set<std::string> ids;
+  v1::SegmentStreamResponse r;
+  while (stream->Read(&r)) {
+    ids.insert(r.request_id());
+    if (r.request_id() == "s5") {
+      EXPECT_EQ(r.code(), static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT));
+      EXPECT_FALSE(r.message().empty());
+    } else {
+      EXPECT_EQ(r.code(), 0) << r.message();
+      EXPECT_EQ(r.response().result().width(), 30);
+    }
+  }
+  EXPECT_TRUE(stream->Finish().ok());
+  EXPECT_EQ(ids.size(), static_cast<size_t>(kImages));
+}
+
+TEST_F(GatewayProcessTest, AWorkerThatStartsLaterIsPickedUpAndSigtermDrains) {
+  // Reserve a port for the worker by starting it after the gateway on a fixed port.
+  Server first = StartWorker(*repo_);
+  const std::string address = first.grpc_address;
+  first.process.Signal(SIGTERM);
+  ASSERT_TRUE(first.process.Wait(absl::Seconds(30)).ok());
+
+  Server gw = StartGateway(address);
+  auto health = grpc::health::v1::Health::NewStub(gw.channel);
+  {
+    grpc::ClientContext ctx;
+    grpc::health::v1::HealthCheckResponse resp;
+    ASSERT_TRUE(health->Check(&ctx, grpc::health::v1::HealthCheckRequest(), &resp).ok());
+    EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  }
+  auto stub = v1::Segmentation::NewStub(gw.channel);
+  {
+    grpc::ClientContext ctx;
+    v1::SegmentResponse resp;
+    EXPECT_EQ(stub->Segment(&ctx, Request("colour", BandsPng(8, 8)), &resp).error_code(),
+              grpc::StatusCode::NOT_FOUND);
+  }
+  const std::string port = address.substr(address.rfind(':') + 1);
+  Server late = deeplab::testing::StartServer(
+      DEEPLAB_WORKER_BINARY, "deeplab-worker",
+      {"--models", *repo_, "--threads", "1", "--port", port}, "ready");
+  ASSERT_TRUE(WaitServing(gw.channel, absl::Seconds(30)));
+
+  // Requests accepted before SIGTERM are answered; the gateway then exits 0.
+  std::vector<std::future<grpc::Status>> calls;
+  for (int i = 0; i < 6; ++i) {
+    calls.push_back(std::async(std::launch::async, [&] {
+      grpc::ClientContext ctx;
+      v1::SegmentResponse resp;
+      return stub->Segment(&ctx, Request("slow", Photo("image2.jpg")), &resp);
+    }));
+  }
+  // Wait until the gateway has them all queued or running.
+  for (int i = 0; i < 400; ++i) {
+    const std::string m = Scrape(gw.metrics_address);
+    if (m.find("deeplab_gateway_batch_size_count{model=\"slow\"}") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  gw.process.Signal(SIGTERM);
+  for (auto& c : calls) {
+    grpc::Status s = c.get();
+    EXPECT_TRUE(s.ok() || s.error_code() == grpc::StatusCode::UNAVAILABLE) << s.error_message();
+  }
+  auto code = gw.process.Wait(absl::Seconds(60));
+  ASSERT_TRUE(code.ok());
+  EXPECT_EQ(*code, 0);
+}
+
+}  // namespace
+}  // namespace deeplab
