@@ -22,8 +22,9 @@ ABSL_FLAG(int, port, 8000, "gRPC port; 0 picks a free one (printed at start)");
 ABSL_FLAG(int, metrics_port, 9100, "Prometheus /metrics port; 0 picks a free one");
 ABSL_FLAG(std::string, workers, "",
           "Workers: host:port[,host:port...] or dns:///name:port (re-resolved)");
-ABSL_FLAG(int, max_message_mb, 256,
-          "Largest gRPC message in MiB (a 4000x3000 PNG with all outputs fits in 256)");
+ABSL_FLAG(int, max_message_mb, 512,
+          "Largest gRPC message in MiB: a 4000x3000 image with every output (21-class "
+          "probabilities are 252 MB) fits in 512");
 ABSL_FLAG(absl::Duration, status_interval, absl::Seconds(1), "How often workers are polled");
 ABSL_FLAG(absl::Duration, resolve_interval, absl::Seconds(5),
           "How often a dns:/// worker name is resolved again");

@@ -42,7 +42,7 @@ struct WorkerPoolOptions {
   // Backoff before a failed worker is polled again: doubles from initial up to max.
   absl::Duration initial_backoff = absl::Milliseconds(250);
   absl::Duration max_backoff = absl::Seconds(10);
-  int max_message_bytes = 256 << 20;
+  int max_message_bytes = 512 << 20;
 };
 
 // Parsed --workers: either a fixed list or a DNS name to resolve.

@@ -71,6 +71,23 @@ bool WaitServing(const std::shared_ptr<grpc::Channel>& channel, absl::Duration t
   return false;
 }
 
+// Waits until ListModels says the weight set is ready on some worker.
+bool WaitModelReady(v1::Segmentation::Stub& stub, const std::string& model,
+                    absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    grpc::ClientContext ctx;
+    v1::ListModelsResponse models;
+    if (stub.ListModels(&ctx, v1::ListModelsRequest(), &models).ok()) {
+      for (const auto& m : models.models()) {
+        if (m.name() == model && m.ready()) return true;
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
+}
+
 class GatewayProcessTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -142,6 +159,7 @@ TEST_F(GatewayProcessTest, EveryRequestSucceedsWhenAWorkerIsKilledMidBurst) {
   Server gw = StartGateway(w1.grpc_address + "," + w2.grpc_address);
   ASSERT_TRUE(WaitServing(gw.channel, absl::Seconds(30)));
   auto stub = v1::Segmentation::NewStub(gw.channel);
+  ASSERT_TRUE(WaitModelReady(*stub, "slow", absl::Seconds(60)));
 
   constexpr int kRequests = 24;
   const std::string image = Photo("image2.jpg");
@@ -174,6 +192,7 @@ TEST_F(GatewayProcessTest, ErrorsStreamsAndListModels) {
   Server gw = StartGateway(worker.grpc_address);
   ASSERT_TRUE(WaitServing(gw.channel, absl::Seconds(30)));
   auto stub = v1::Segmentation::NewStub(gw.channel);
+  ASSERT_TRUE(WaitModelReady(*stub, "slow", absl::Seconds(60)));
   auto call = [&](const v1::SegmentRequest& r, absl::Duration timeout = absl::Seconds(60)) {
     grpc::ClientContext ctx;
     ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
@@ -235,6 +254,22 @@ TEST_F(GatewayProcessTest, ErrorsStreamsAndListModels) {
   EXPECT_EQ(ids.size(), static_cast<size_t>(kImages));
 }
 
+// --workers dns:///name:port: every address the name resolves to is a worker, as a
+// Kubernetes headless Service lists its pods. localhost resolves to 127.0.0.1 (and perhaps
+// ::1, where nothing listens: that address is simply never healthy).
+TEST_F(GatewayProcessTest, WorkersFoundThroughDns) {
+  Server worker = StartWorker(*repo_);
+  const std::string port = worker.grpc_address.substr(worker.grpc_address.rfind(':') + 1);
+  Server gw = StartGateway("dns:///localhost:" + port, {"--resolve-interval", "200ms"});
+  ASSERT_TRUE(WaitServing(gw.channel, absl::Seconds(30)));
+  auto stub = v1::Segmentation::NewStub(gw.channel);
+  grpc::ClientContext ctx;
+  v1::SegmentResponse resp;
+  grpc::Status s = stub->Segment(&ctx, Request("colour", BandsPng(12, 18)), &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(resp.timing().worker(), "127.0.0.1:" + port);
+}
+
 TEST_F(GatewayProcessTest, AWorkerThatStartsLaterIsPickedUpAndSigtermDrains) {
   // Reserve a port for the worker by starting it after the gateway on a fixed port.
   Server first = StartWorker(*repo_);
@@ -262,6 +297,7 @@ TEST_F(GatewayProcessTest, AWorkerThatStartsLaterIsPickedUpAndSigtermDrains) {
       DEEPLAB_WORKER_BINARY, "deeplab-worker",
       {"--models", *repo_, "--threads", "1", "--port", port}, "ready");
   ASSERT_TRUE(WaitServing(gw.channel, absl::Seconds(30)));
+  ASSERT_TRUE(WaitModelReady(*stub, "slow", absl::Seconds(60)));
 
   // Requests accepted before SIGTERM are answered; the gateway then exits 0.
   std::vector<std::future<grpc::Status>> calls;

@@ -89,12 +89,29 @@ absl::Status WorkerEngine::LoadRepository(const std::string& repository,
   absl::StatusOr<std::vector<RepositoryEntry>> entries = ScanModelRepository(repository);
   if (!entries.ok()) return entries.status();
   std::vector<std::string> unknown = only;
+  std::vector<const RepositoryEntry*> selected;
   for (const RepositoryEntry& entry : *entries) {
     if (!only.empty()) {
       auto it = std::find(unknown.begin(), unknown.end(), entry.name);
       if (it == unknown.end()) continue;
       unknown.erase(it);
     }
+    selected.push_back(&entry);
+  }
+  // Every weight set is listed from the start, as loading: a gateway that polls Status
+  // meanwhile answers "not ready" (UNAVAILABLE, retry) rather than "unknown" (NOT_FOUND).
+  {
+    absl::MutexLock lock(&mu_);
+    for (const RepositoryEntry* entry : selected) {
+      auto ws = std::make_shared<WeightSet>();
+      ws->name = entry->name;
+      if (entry->config.ok()) ws->config = *entry->config;
+      ws->reason = "loading";
+      weight_sets_[entry->name] = ws;
+    }
+  }
+  for (const RepositoryEntry* e : selected) {
+    const RepositoryEntry& entry = *e;
     if (!entry.config.ok()) {
       AddNotReady(entry.name, nullptr, entry.config.status());
     } else if (absl::Status s = CheckWeightsFile(entry); !s.ok()) {

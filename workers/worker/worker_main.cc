@@ -33,7 +33,7 @@ ABSL_FLAG(int, batch_slots, 2, "Batches in flight at once (see Status.free_batch
 ABSL_FLAG(int, max_forward_batch, 32, "Largest forward pass, in network inputs");
 ABSL_FLAG(int64_t, max_image_bytes, 64 << 20, "Largest encoded image accepted, in bytes");
 ABSL_FLAG(int64_t, max_image_pixels, 50'000'000, "Largest decoded image, in pixels");
-ABSL_FLAG(int, max_message_mb, 256, "Largest gRPC message, in MiB");
+ABSL_FLAG(int, max_message_mb, 512, "Largest gRPC message, in MiB (see deeplab-gateway)");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(60),
           "On SIGTERM, how long in-flight batches may take to finish");
 
