@@ -72,7 +72,16 @@ WorkerEngine::WorkerEngine(WorkerOptions options, WorkerMetrics* metrics)
     : options_(std::move(options)), metrics_(metrics), device_(options_.runtime.device) {
   pool_ = std::make_unique<ThreadPool>(options_.pipeline_threads);
   forward_thread_ = std::thread([this] { ForwardLoop(); });
-  if (metrics_ != nullptr) metrics_->SetBatchSlots(options_.batch_slots, options_.batch_slots);
+  absl::MutexLock lock(&mu_);
+  PublishSlotsLocked();
+}
+
+int WorkerEngine::FreeSlotsLocked() const {
+  return draining_ ? 0 : std::max(0, options_.batch_slots - in_flight_);
+}
+
+void WorkerEngine::PublishSlotsLocked() const {
+  if (metrics_ != nullptr) metrics_->SetBatchSlots(options_.batch_slots, FreeSlotsLocked());
 }
 
 WorkerEngine::~WorkerEngine() {
@@ -98,6 +107,11 @@ absl::Status WorkerEngine::LoadRepository(const std::string& repository,
     }
     selected.push_back(&entry);
   }
+  // Checked before loading anything: the worker exits on it, so loading would be wasted.
+  if (!unknown.empty()) {
+    return absl::NotFoundError(absl::StrCat("--load names weight sets not in ", repository, ": ",
+                                            absl::StrJoin(unknown, ", ")));
+  }
   // Every weight set is listed from the start, as loading: a gateway that polls Status
   // meanwhile answers "not ready" (UNAVAILABLE, retry) rather than "unknown" (NOT_FOUND).
   {
@@ -119,10 +133,6 @@ absl::Status WorkerEngine::LoadRepository(const std::string& repository,
     } else {
       LoadWeightSet(*entry.config, entry.weights_path);
     }
-  }
-  if (!unknown.empty()) {
-    return absl::NotFoundError(absl::StrCat("--load names weight sets not in ", repository, ": ",
-                                            absl::StrJoin(unknown, ", ")));
   }
   return absl::OkStatus();
 }
@@ -203,10 +213,7 @@ void WorkerEngine::Infer(const v1::InferRequest& request, v1::InferResponse* res
     } else {
       ws = it->second;
       ++in_flight_;
-      if (metrics_ != nullptr) {
-        metrics_->SetBatchSlots(options_.batch_slots,
-                                std::max(0, options_.batch_slots - in_flight_));
-      }
+      PublishSlotsLocked();
     }
   }
   if (!refused.ok()) {
@@ -304,9 +311,11 @@ void WorkerEngine::RunForward(const std::shared_ptr<Job>& job) {
     for (size_t begin = 0; begin < inputs.size() && failed.ok();
          begin += options_.max_forward_batch) {
       const size_t end = std::min(inputs.size(), begin + options_.max_forward_batch);
-      std::vector<torch::Tensor> chunk(inputs.begin() + begin, inputs.begin() + end);
-      // NHWC stacked, viewed as NCHW: already the channels-last layout the model runs in.
-      torch::Tensor batch = torch::stack(chunk).permute({0, 3, 1, 2});
+      // Stacking CHW views of the HWC inputs yields a contiguous NCHW batch: the one copy of
+      // the pixels between preprocessing and the model (CUDA converts to channels-last there).
+      std::vector<torch::Tensor> chunk;
+      for (size_t k = begin; k < end; ++k) chunk.push_back(inputs[k].permute({2, 0, 1}));
+      torch::Tensor batch = torch::stack(chunk);
       absl::StatusOr<torch::Tensor> out = ws.model->Forward(batch);
       if (!out.ok()) {
         failed = out.status();
@@ -390,9 +399,7 @@ void WorkerEngine::FinishJob(const std::shared_ptr<Job>& job) {
   {
     absl::MutexLock lock(&mu_);
     --in_flight_;
-    if (metrics_ != nullptr) {
-      metrics_->SetBatchSlots(options_.batch_slots, std::max(0, options_.batch_slots - in_flight_));
-    }
+    PublishSlotsLocked();
   }
   done(absl::OkStatus());
 }
@@ -410,7 +417,7 @@ v1::StatusResponse WorkerEngine::Status() const {
   }
   status.set_device(device_);
   status.set_batch_slots(options_.batch_slots);
-  status.set_free_batch_slots(draining_ ? 0 : std::max(0, options_.batch_slots - in_flight_));
+  status.set_free_batch_slots(FreeSlotsLocked());
   status.set_draining(draining_);
   status.set_max_batch_size(options_.max_forward_batch);
   return status;
@@ -427,6 +434,7 @@ bool WorkerEngine::AnyReady() const {
 void WorkerEngine::StartDrain() {
   absl::MutexLock lock(&mu_);
   draining_ = true;
+  PublishSlotsLocked();
 }
 
 bool WorkerEngine::WaitIdle(absl::Duration timeout) const {

@@ -85,6 +85,8 @@ class WorkerEngine {
   struct WeightSet;
   struct Job;
 
+  int FreeSlotsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PublishSlotsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Records a weight set that cannot serve, with the reason Status and the logs give.
   void AddNotReady(const std::string& name, const v1::ModelConfig* config,
                    const absl::Status& why);

@@ -9,9 +9,14 @@
 namespace deeplab {
 namespace {
 
-// Normalises an RGB8 image into a new HWC float tensor.
-torch::Tensor Normalize(const cv::Mat& rgb, v1::Normalization normalization) {
-  cv::Mat f;
+// Normalises an RGB8 image into the top-left corner of a new zero HWC float tensor of
+// height x width: one pass over the pixels, and the padding is zero after normalization,
+// as keras-deeplab-v3-plus pads.
+torch::Tensor NormalizeInto(const cv::Mat& rgb, int height, int width,
+                            v1::Normalization normalization) {
+  torch::Tensor out = torch::zeros({height, width, 3}, torch::kFloat32);
+  cv::Mat whole(height, width, CV_32FC3, out.data_ptr<float>());
+  cv::Mat f = whole(cv::Rect(0, 0, rgb.cols, rgb.rows));  // convertTo writes in place
   switch (normalization) {
     case v1::NORMALIZATION_DIGIPATHAI:
       rgb.convertTo(f, CV_32FC3, 1.0 / 128.0, -1.0);
@@ -30,17 +35,7 @@ torch::Tensor Normalize(const cv::Mat& rgb, v1::Normalization normalization) {
     default:
       rgb.convertTo(f, CV_32FC3, 1.0 / 127.5, -1.0);
   }
-  // from_blob does not own; clone so the tensor outlives the Mat.
-  return torch::from_blob(f.data, {f.rows, f.cols, 3}, torch::kFloat32).clone();
-}
-
-// Pastes a normalized image into a zero tensor of the input size (zero padding after
-// normalization, as keras-deeplab-v3-plus pads).
-torch::Tensor PadTo(const torch::Tensor& hwc, int height, int width) {
-  if (hwc.size(0) == height && hwc.size(1) == width) return hwc;
-  torch::Tensor padded = torch::zeros({height, width, 3}, torch::kFloat32);
-  padded.slice(0, 0, hwc.size(0)).slice(1, 0, hwc.size(1)).copy_(hwc);
-  return padded;
+  return out;
 }
 
 cv::Mat ResizeImage(const cv::Mat& rgb, int height, int width) {
@@ -100,12 +95,13 @@ PreparedImage Preprocess(const cv::Mat& rgb, const PipelineConfig& config) {
   const int w = config.input_width;
   if (config.tile_stride > 0) {
     // Patches of the input size at full resolution; images smaller than a patch are padded.
-    torch::Tensor whole = Normalize(rgb, config.normalization);
-    whole = PadTo(whole, std::max(h, rgb.rows), std::max(w, rgb.cols));
+    const torch::Tensor whole =
+        NormalizeInto(rgb, std::max(h, rgb.rows), std::max(w, rgb.cols), config.normalization);
     for (int y : TileOrigins(rgb.rows, h, config.tile_stride)) {
       for (int x : TileOrigins(rgb.cols, w, config.tile_stride)) {
         out.tile_origins.emplace_back(y, x);
-        out.inputs.push_back(whole.slice(0, y, y + h).slice(1, x, x + w).contiguous());
+        // A view: the batch is assembled (copied) once, in the engine.
+        out.inputs.push_back(whole.slice(0, y, y + h).slice(1, x, x + w));
       }
     }
     return out;
@@ -121,7 +117,7 @@ PreparedImage Preprocess(const cv::Mat& rgb, const PipelineConfig& config) {
     out.content_width = std::clamp(static_cast<int>(ratio * rgb.cols), 1, w);
   }
   cv::Mat resized = ResizeImage(rgb, out.content_height, out.content_width);
-  out.inputs.push_back(PadTo(Normalize(resized, config.normalization), h, w));
+  out.inputs.push_back(NormalizeInto(resized, h, w, config.normalization));
   return out;
 }
 

@@ -47,7 +47,7 @@ PipelineConfig MakePipelineConfig(const v1::ModelConfig& config);
 // An image ready for the network.
 struct PreparedImage {
   cv::Mat rgb;  // the original, RGB8, kept for the overlay
-  // One HWC float tensor of the input size per network input: 1, or one per patch.
+  // One HWC float tensor (or view) of the input size per network input: 1, or one per patch.
   std::vector<torch::Tensor> inputs;
   // Letterbox/stretch: the part of the input the image occupies (the rest is padding).
   int content_height = 0;
