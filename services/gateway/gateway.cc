@@ -116,11 +116,11 @@ void Gateway::SetOnWorkersChanged(std::function<void()> callback) {
 
 std::string Gateway::ModelLabel(const std::string& model) const {
   // Only names some worker knows become label values: clients cannot blow up cardinality.
-  return pool_->ModelConfigFor(model).ok() ? model : "unknown";
+  return pool_->Route(model).has_value() ? model : "unknown";
 }
 
 absl::StatusOr<int> Gateway::Cost(const v1::SegmentRequest& request,
-                                  const v1::ModelConfig& config) {
+                                  const WorkerPool::ModelRoute& route) {
   int64_t height = 0, width = 0;
   if (request.image().has_raw()) {
     height = request.image().raw().height();
@@ -133,9 +133,9 @@ absl::StatusOr<int> Gateway::Cost(const v1::SegmentRequest& request,
     height = header->height;
     width = header->width;
   }
-  if (!config.has_tiling() || config.tiling().stride() <= 0 || height <= 0 || width <= 0) return 1;
-  const int64_t tiles = TileCount(height, width, config.input().height(), config.input().width(),
-                                  config.tiling().stride());
+  if (route.tile_stride <= 0 || height <= 0 || width <= 0) return 1;
+  const int64_t tiles =
+      TileCount(height, width, route.input_height, route.input_width, route.tile_stride);
   return static_cast<int>(std::min<int64_t>(tiles, 1 << 20));
 }
 
@@ -169,21 +169,18 @@ uint64_t Gateway::Submit(const v1::SegmentRequest& request, v1::SegmentResponse*
                       "the request has no image: set image.encoded (file bytes) or image.raw"),
                   ModelLabel(model));
   }
-  absl::StatusOr<v1::ModelConfig> config = pool_->ModelConfigFor(model);
-  if (!config.ok()) {
-    std::vector<std::string> names;
-    const v1::ListModelsResponse models = pool_->ListModels();
-    for (const auto& m : models.models()) names.push_back(m.name());
-    return refuse(absl::NotFoundError(absl::StrCat("unknown weight set '", model,
-                                                   "'; available: ", absl::StrJoin(names, ", "))),
+  const std::optional<WorkerPool::ModelRoute> route = pool_->Route(model);
+  if (!route.has_value()) {
+    return refuse(absl::NotFoundError(absl::StrCat("unknown weight set '", model, "'; available: ",
+                                                   absl::StrJoin(pool_->ModelNames(), ", "))),
                   "unknown");
   }
-  if (!pool_->ModelReady(model)) {
+  if (!route->ready) {
     return refuse(absl::UnavailableError(absl::StrCat(
                       "weight set '", model, "' is not ready on any worker; see ListModels")),
                   model);
   }
-  absl::StatusOr<int> cost = Cost(request, *config);
+  absl::StatusOr<int> cost = Cost(request, *route);
   if (!cost.ok()) return refuse(cost.status(), model);
 
   auto pending = std::make_shared<Pending>();

@@ -72,7 +72,7 @@ class Gateway {
   void Reject(const scheduler::Task& task, absl::Status status);
   void OnBatchDone(std::shared_ptr<BatchCall> call, grpc::Status status);
   void Complete(uint64_t id, absl::Status status);
-  absl::StatusOr<int> Cost(const v1::SegmentRequest& request, const v1::ModelConfig& config);
+  absl::StatusOr<int> Cost(const v1::SegmentRequest& request, const WorkerPool::ModelRoute& route);
   void Loop();
   void Kick();
   std::string ModelLabel(const std::string& model) const;

@@ -345,25 +345,32 @@ v1::ListModelsResponse WorkerPool::ListModels() const {
   return out;
 }
 
-absl::StatusOr<v1::ModelConfig> WorkerPool::ModelConfigFor(const std::string& model) const {
+std::optional<WorkerPool::ModelRoute> WorkerPool::Route(const std::string& model) const {
+  std::optional<ModelRoute> route;
   absl::MutexLock lock(&mu_);
   for (const auto& [address, w] : workers_) {
     for (const auto& ws : w->status.weight_sets()) {
-      if (ws.name() == model && ws.has_config()) return ws.config();
+      if (ws.name() != model) continue;
+      if (!route.has_value()) {
+        route.emplace();
+        const v1::ModelConfig& c = ws.config();
+        route->input_height = c.input().height();
+        route->input_width = c.input().width();
+        route->tile_stride = c.has_tiling() ? c.tiling().stride() : 0;
+      }
+      route->ready = route->ready || (ws.ready() && w->healthy);
     }
   }
-  return absl::NotFoundError(absl::StrCat("no worker knows weight set '", model, "'"));
+  return route;
 }
 
-bool WorkerPool::ModelReady(const std::string& model) const {
+std::vector<std::string> WorkerPool::ModelNames() const {
+  std::set<std::string> names;
   absl::MutexLock lock(&mu_);
   for (const auto& [address, w] : workers_) {
-    if (!w->healthy) continue;
-    for (const auto& ws : w->status.weight_sets()) {
-      if (ws.name() == model && ws.ready()) return true;
-    }
+    for (const auto& ws : w->status.weight_sets()) names.insert(ws.name());
   }
-  return false;
+  return std::vector<std::string>(names.begin(), names.end());
 }
 
 int WorkerPool::HealthyWorkers() const {

@@ -17,6 +17,8 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -84,10 +86,17 @@ class WorkerPool {
 
   // What the weight sets are and where they are ready.
   v1::ListModelsResponse ListModels() const;
-  // The config of a weight set as its workers report it; NOT_FOUND if no worker has it.
-  absl::StatusOr<v1::ModelConfig> ModelConfigFor(const std::string& model) const;
-  // True if some healthy worker has the weight set ready.
-  bool ModelReady(const std::string& model) const;
+  // What admitting a request needs to know of its weight set, read under one lock without
+  // copying configs: whether some healthy worker has it ready, and its patch geometry.
+  struct ModelRoute {
+    bool ready = false;
+    int input_height = 0;
+    int input_width = 0;
+    int tile_stride = 0;  // 0: not tiled
+  };
+  // nullopt when no worker knows the weight set.
+  std::optional<ModelRoute> Route(const std::string& model) const;
+  std::vector<std::string> ModelNames() const;
   int HealthyWorkers() const;
   int KnownWorkers() const;
 
