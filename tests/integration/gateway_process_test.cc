@@ -215,6 +215,12 @@ TEST_F(GatewayProcessTest, ErrorsStreamsAndListModels) {
   EXPECT_EQ(call(Request("slow", Photo("image3.jpg")), absl::Milliseconds(1)).error_code(),
             grpc::StatusCode::DEADLINE_EXCEEDED);
   EXPECT_TRUE(call(Request("colour", BandsPng(10, 10))).ok());
+  // Names no worker knows are counted as "unknown": clients cannot grow the label set.
+  const std::string metrics = Scrape(gw.metrics_address);
+  EXPECT_EQ(
+      MetricValue(metrics, "deeplab_gateway_requests_total{code=\"NOT_FOUND\",model=\"unknown\"}"),
+      2);
+  EXPECT_THAT(metrics, ::testing::Not(HasSubstr("model=\"nope\"")));
 
   {
     grpc::ClientContext ctx;
