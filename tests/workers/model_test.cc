@@ -49,6 +49,37 @@ TEST(ModelTest, MobileNetWithDecoderAndWidth) {
             (std::vector<int64_t>{1, 4, 50, 70}));
 }
 
+// head_channels narrows ASPP and the decoder (every branch, projection and decoder conv);
+// the low-level projection keeps its 48 channels; it survives the proto round trip.
+TEST(ModelTest, HeadChannelsNarrowAsppAndDecoder) {
+  ModelSpec spec = Spec("mobilenetv2", 5, 16);
+  spec.alpha = 0.5;
+  spec.decoder = 1;
+  spec.head_channels = 64;
+  DeepLabV3Plus model = Build(spec);
+  auto params = model->named_parameters();
+  EXPECT_EQ(params["aspp.aspp0.weight"].sizes().vec(), (std::vector<int64_t>{64, 160, 1, 1}));
+  EXPECT_EQ(params["aspp.concat_projection.weight"].sizes().vec(),
+            (std::vector<int64_t>{64, 128, 1, 1}));
+  EXPECT_EQ(params["decoder.feature_projection0.weight"].size(0), 48);
+  EXPECT_EQ(params["decoder.decoder_conv0.pointwise.weight"].sizes().vec(),
+            (std::vector<int64_t>{64, 112, 1, 1}));
+  EXPECT_EQ(params["head.custom_logits_semantic.weight"].sizes().vec(),
+            (std::vector<int64_t>{5, 64, 1, 1}));
+  {
+    torch::InferenceMode guard;
+    EXPECT_EQ(model->forward(torch::randn({1, 3, 40, 56})).sizes().vec(),
+              (std::vector<int64_t>{1, 5, 40, 56}));
+  }
+  const ModelSpec round_trip = ModelSpecFromProto(ModelSpecToProto(model->spec()));
+  EXPECT_EQ(round_trip.head_channels, 64);
+  EXPECT_EQ(DescribeModelSpec(model->spec()), "mobilenetv2/os16/5 classes/alpha 0.5/decoder/head 64");
+  // 0 means the published 256; nonsense is refused with the field named.
+  EXPECT_EQ(Build(Spec("mobilenetv2", 5, 16))->spec().head_channels, 256);
+  spec.head_channels = 3;
+  EXPECT_NE(BuildDeepLabV3Plus(spec).status().message().find("head_channels"), std::string::npos);
+}
+
 struct PublishedCounts {
   std::string backbone;
   int classes;

@@ -4,29 +4,29 @@
 
 namespace deeplab {
 namespace {
-constexpr int64_t kAsppChannels = 256;
 constexpr int64_t kLowLevelProjection = 48;
 }  // namespace
 
-AsppImpl::AsppImpl(int64_t in, bool atrous_branches, int output_stride) {
-  pooling_conv_ = register_module("image_pooling", MakeConv(in, kAsppChannels, 1));
-  pooling_bn_ = register_module("image_pooling_BN", MakeBatchNorm(kAsppChannels, kHeadBnEpsilon));
-  aspp0_ = register_module("aspp0", MakeConv(in, kAsppChannels, 1));
-  aspp0_bn_ = register_module("aspp0_BN", MakeBatchNorm(kAsppChannels, kHeadBnEpsilon));
+AsppImpl::AsppImpl(int64_t in, bool atrous_branches, int output_stride, int64_t channels)
+    : channels_(channels) {
+  pooling_conv_ = register_module("image_pooling", MakeConv(in, channels, 1));
+  pooling_bn_ = register_module("image_pooling_BN", MakeBatchNorm(channels, kHeadBnEpsilon));
+  aspp0_ = register_module("aspp0", MakeConv(in, channels, 1));
+  aspp0_bn_ = register_module("aspp0_BN", MakeBatchNorm(channels, kHeadBnEpsilon));
   int64_t branches = 2;
   if (atrous_branches) {
     const int64_t base_rate = output_stride == 8 ? 12 : 6;
     for (int64_t i = 1; i <= 3; ++i) {
       atrous_.push_back(register_module(
           absl::StrCat("aspp", i),
-          SepConvBN(in, kAsppChannels, 1, base_rate * i, true, kHeadBnEpsilon)));
+          SepConvBN(in, channels, 1, base_rate * i, true, kHeadBnEpsilon)));
     }
     branches += 3;
   }
   projection_ =
-      register_module("concat_projection", MakeConv(branches * kAsppChannels, kAsppChannels, 1));
+      register_module("concat_projection", MakeConv(branches * channels, channels, 1));
   projection_bn_ =
-      register_module("concat_projection_BN", MakeBatchNorm(kAsppChannels, kHeadBnEpsilon));
+      register_module("concat_projection_BN", MakeBatchNorm(channels, kHeadBnEpsilon));
 }
 
 torch::Tensor AsppImpl::forward(const torch::Tensor& x) {
@@ -34,23 +34,23 @@ torch::Tensor AsppImpl::forward(const torch::Tensor& x) {
   torch::Tensor pooled = x.mean({2, 3}, /*keepdim=*/true);
   pooled = torch::relu(pooling_bn_->forward(RunConv(pooling_conv_, pooled)));
   // Bilinear from 1x1 is a broadcast whatever the corner convention.
-  parts.push_back(pooled.expand({x.size(0), kAsppChannels, x.size(2), x.size(3)}));
+  parts.push_back(pooled.expand({x.size(0), channels_, x.size(2), x.size(3)}));
   parts.push_back(torch::relu(aspp0_bn_->forward(RunConv(aspp0_, x))));
   for (auto& branch : atrous_) parts.push_back(branch->forward(x));
   // Dropout(0.1) follows in training; it is the identity at inference.
   return torch::relu(projection_bn_->forward(RunConv(projection_, torch::cat(parts, 1))));
 }
 
-DecoderImpl::DecoderImpl(int64_t low_level_channels, bool align_corners)
+DecoderImpl::DecoderImpl(int64_t low_level_channels, bool align_corners, int64_t channels)
     : align_corners_(align_corners) {
   projection_ =
       register_module("feature_projection0", MakeConv(low_level_channels, kLowLevelProjection, 1));
   projection_bn_ =
       register_module("feature_projection0_BN", MakeBatchNorm(kLowLevelProjection, kHeadBnEpsilon));
-  conv0_ = register_module("decoder_conv0", SepConvBN(kAsppChannels + kLowLevelProjection,
-                                                      kAsppChannels, 1, 1, true, kHeadBnEpsilon));
+  conv0_ = register_module("decoder_conv0", SepConvBN(channels + kLowLevelProjection,
+                                                      channels, 1, 1, true, kHeadBnEpsilon));
   conv1_ = register_module(
-      "decoder_conv1", SepConvBN(kAsppChannels, kAsppChannels, 1, 1, true, kHeadBnEpsilon));
+      "decoder_conv1", SepConvBN(channels, channels, 1, 1, true, kHeadBnEpsilon));
 }
 
 torch::Tensor DecoderImpl::forward(const torch::Tensor& x, const torch::Tensor& low_level) {
@@ -66,15 +66,16 @@ DeepLabV3PlusImpl::DeepLabV3PlusImpl(const ModelSpec& resolved_spec) : spec_(res
   backbone_ = register_module("backbone", info->build(spec_));
   aspp_ = register_module(
       "aspp", Aspp(backbone_->high_level_channels(), info->aspp_atrous_branches,
-                   spec_.output_stride));
+                   spec_.output_stride, spec_.head_channels));
   if (spec_.decoder == 1) {
     decoder_ =
-        register_module("decoder", Decoder(backbone_->low_level_channels(), spec_.align_corners));
+        register_module("decoder", Decoder(backbone_->low_level_channels(), spec_.align_corners,
+                                          spec_.head_channels));
   }
   auto head = register_module("head", std::make_shared<torch::nn::Module>());
   logits_ = head->register_module(
       spec_.logits_layer_name,
-      torch::nn::Conv2d(torch::nn::Conv2dOptions(kAsppChannels, spec_.num_classes, 1)));
+      torch::nn::Conv2d(torch::nn::Conv2dOptions(spec_.head_channels, spec_.num_classes, 1)));
   InitializeWeights();
 }
 

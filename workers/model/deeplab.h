@@ -25,10 +25,11 @@ namespace deeplab {
 // Branches are concatenated in the order [pooling, aspp0, aspp1, aspp2, aspp3].
 class AsppImpl : public torch::nn::Module {
  public:
-  AsppImpl(int64_t in, bool atrous_branches, int output_stride);
+  AsppImpl(int64_t in, bool atrous_branches, int output_stride, int64_t channels);
   torch::Tensor forward(const torch::Tensor& x);
 
  private:
+  int64_t channels_;  // head_channels: 256 as published
   torch::nn::Conv2d pooling_conv_{nullptr}, aspp0_{nullptr}, projection_{nullptr};
   BatchNorm pooling_bn_{nullptr}, aspp0_bn_{nullptr}, projection_bn_{nullptr};
   std::vector<SepConvBN> atrous_;
@@ -36,10 +37,10 @@ class AsppImpl : public torch::nn::Module {
 TORCH_MODULE(Aspp);
 
 // The DeepLabv3+ decoder: upsample to the low-level size, concat [upsampled,
-// feature_projection0(low)] (256 + 48 channels), then decoder_conv0 and decoder_conv1.
+// feature_projection0(low)] (head_channels, 256 as published, + 48), then decoder_conv0 and decoder_conv1.
 class DecoderImpl : public torch::nn::Module {
  public:
-  DecoderImpl(int64_t low_level_channels, bool align_corners);
+  DecoderImpl(int64_t low_level_channels, bool align_corners, int64_t channels);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& low_level);
 
  private:

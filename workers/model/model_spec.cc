@@ -29,6 +29,11 @@ absl::StatusOr<ModelSpec> ResolveModelSpec(const ModelSpec& spec) {
         absl::StrCat("alpha (width multiplier) must be in (0, 4], got ", out.alpha));
   }
   if (out.decoder < 0) out.decoder = info->default_decoder ? 1 : 0;
+  if (out.head_channels == 0) out.head_channels = 256;
+  if (out.head_channels < 8 || out.head_channels > 2048) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("head_channels must be in [8, 2048] (0: 256), got ", out.head_channels));
+  }
   if (out.logits_layer_name.empty()) {
     out.logits_layer_name = (out.num_classes == 21 || out.num_classes == 19)
                                 ? "logits_semantic"
@@ -65,6 +70,7 @@ ModelSpec ModelSpecFromProto(const v1::Architecture& arch) {
   }
   spec.align_corners = arch.align_corners();
   spec.logits_layer_name = arch.logits_layer_name();
+  spec.head_channels = arch.head_channels();
   return spec;
 }
 
@@ -89,6 +95,7 @@ v1::Architecture ModelSpecToProto(const ModelSpec& spec) {
   }
   arch.set_align_corners(spec.align_corners);
   arch.set_logits_layer_name(spec.logits_layer_name);
+  arch.set_head_channels(spec.head_channels);
   return arch;
 }
 
@@ -97,6 +104,11 @@ std::string DescribeModelSpec(const ModelSpec& spec) {
                                " classes");
   if (spec.backbone == "mobilenetv2") absl::StrAppend(&s, "/alpha ", spec.alpha);
   if (spec.decoder == 0) absl::StrAppend(&s, "/no decoder");
+  // MobileNetV2 is published without one, so say when it has one.
+  if (spec.decoder == 1 && spec.backbone == "mobilenetv2") absl::StrAppend(&s, "/decoder");
+  if (spec.head_channels != 0 && spec.head_channels != 256) {
+    absl::StrAppend(&s, "/head ", spec.head_channels);
+  }
   return s;
 }
 

@@ -25,6 +25,8 @@ struct ModelSpec {
   int decoder = -1;
   FinalActivation activation = FinalActivation::kNone;
   bool align_corners = false;
+  // Width of ASPP and the decoder; 0 means 256 (published).
+  int head_channels = 0;
   // Keras name of the logits layer; empty means the keras-deeplab-v3-plus rule.
   std::string logits_layer_name;
 };

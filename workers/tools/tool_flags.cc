@@ -16,6 +16,7 @@ ABSL_FLAG(int, output_stride, 0, "Output stride 8 or 16 (0: the backbone's defau
 ABSL_FLAG(double, alpha, 1.0, "MobileNetV2 width multiplier");
 ABSL_FLAG(std::string, decoder, "default",
           "Use the DeepLabv3+ decoder: default (the backbone's), true or false");
+ABSL_FLAG(int, head_channels, 0, "Width of ASPP and the decoder (0: 256, as published)");
 ABSL_FLAG(bool, align_corners, false, "Bilinear resizing with align_corners=True");
 ABSL_FLAG(std::string, logits_layer, "",
           "Keras name of the logits layer (default: logits_semantic for 21/19 classes, else "
@@ -39,6 +40,7 @@ absl::StatusOr<ModelSpec> ModelSpecFromFlags() {
         absl::StrCat("--decoder must be default, true or false, got '", decoder, "'"));
   }
   spec.align_corners = absl::GetFlag(FLAGS_align_corners);
+  spec.head_channels = absl::GetFlag(FLAGS_head_channels);
   spec.logits_layer_name = absl::GetFlag(FLAGS_logits_layer);
   return spec;
 }

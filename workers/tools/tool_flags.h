@@ -17,6 +17,7 @@ ABSL_DECLARE_FLAG(int, output_stride);
 ABSL_DECLARE_FLAG(double, alpha);
 ABSL_DECLARE_FLAG(std::string, decoder);
 ABSL_DECLARE_FLAG(bool, align_corners);
+ABSL_DECLARE_FLAG(int, head_channels);
 ABSL_DECLARE_FLAG(std::string, logits_layer);
 
 namespace deeplab {
