@@ -287,7 +287,7 @@ namespace {
 // pixels. Forced here so that it runs on CPUs without native bf16 too (slowly).
 // Random weights put many pixels at near-ties between classes, which no trained network
 // has: with 21 classes agreement is ~97.7% on random weights, so this uses a 3-class head,
-// where ties are rarer, and the 21-class check runs on trained weights (the demo set).
+// where ties are rarer. The check on trained weights (the demo set) is in train_test.
 TEST(PrecisionTest, Bf16LabelsAgreeWithFp32) {
   const std::string dir = testing::TempDir("bf16");
   ModelSpec spec = testing::Spec("mobilenetv2", 3);
