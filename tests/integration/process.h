@@ -40,6 +40,18 @@ class ChildProcess {
   bool exited_ = false;
 };
 
+// A command-line program run to completion.
+struct ProgramResult {
+  int exit_code = -1;  // or 128 + signal
+  std::string out;     // what it wrote to stdout
+  std::string err;     // and to stderr
+};
+
+// Runs argv (argv[0] is the program path) with stdin from /dev/null and both output
+// streams captured. DEADLINE_EXCEEDED, and the program killed, if it runs past `timeout`.
+absl::StatusOr<ProgramResult> RunProgram(const std::vector<std::string>& argv,
+                                         absl::Duration timeout);
+
 // "host:port" from a "deeplab-worker: grpc 127.0.0.1:PORT" style remainder.
 std::string LastWord(const std::string& line);
 
