@@ -16,12 +16,12 @@ trap cleanup EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-# A base port with base..base+1 free, for gRPC and metrics alike.
+# A base port with base..base+2 free (a gateway and up to two workers), for gRPC and metrics.
 pick_port() {
   local p
   for _ in $(seq 100); do
     p=$((20000 + RANDOM % 30000))
-    port_free "$p" && port_free $((p + 1)) && { echo "$p"; return; }
+    port_free "$p" && port_free $((p + 1)) && port_free $((p + 2)) && { echo "$p"; return; }
   done
   fail "no free port"
 }
@@ -33,10 +33,21 @@ cp -r "$src/models/demo" "$repo/"
 
 port=$(pick_port)
 metrics=$(pick_port)
-out=$(bash "$src/scripts/cluster.sh" up --detach --models "$repo" --port "$port" \
+out=$(bash "$src/scripts/cluster.sh" up --detach --workers 2 --models "$repo" --port "$port" \
   --metrics-port "$metrics" 2>&1) || fail "up failed: $out"
 grep -q "gateway gRPC       127.0.0.1:$port" <<<"$out" || fail "no gateway endpoint in: $out"
 grep -q "http://127.0.0.1:$metrics/metrics" <<<"$out" || fail "no metrics endpoint in: $out"
+# Worker K listens on port+K and metrics-port+K, and the gateway knows both.
+grep -q "worker-2 gRPC      127.0.0.1:$((port + 2))" <<<"$out" || fail "no worker-2 endpoint in: $out"
+grep -q "http://127.0.0.1:$((metrics + 2))/metrics" <<<"$out" || fail "no worker-2 metrics in: $out"
+"$bin/deeplab" wait --server "127.0.0.1:$port" --model demo --timeout 60s >/dev/null ||
+  fail "demo not ready"
+for _ in $(seq 100); do
+  "$bin/deeplab" models --server "127.0.0.1:$port" | grep -q "2 workers, 2 healthy" && break
+  sleep 0.2
+done
+"$bin/deeplab" models --server "127.0.0.1:$port" | grep -q "2 workers, 2 healthy" ||
+  fail "the gateway does not see both workers: $("$bin/deeplab" models --server "127.0.0.1:$port")"
 
 bash "$src/scripts/cluster.sh" status | grep -q "worker-1 gRPC" || fail "status lists no worker"
 set +e
