@@ -4,6 +4,8 @@
 #include <cmath>
 #include <numeric>
 
+#include "common/percentile.h"
+
 namespace deeplab::bench {
 namespace {
 
@@ -41,9 +43,7 @@ MeasurementWindow::Phase MeasurementWindow::OnSend(absl::Time now) {
 }
 
 double Percentile(const std::vector<double>& sorted, double p) {
-  const double n = static_cast<double>(sorted.size());
-  const size_t rank = static_cast<size_t>(std::max(1.0, std::ceil(p * n / 100.0)));
-  return sorted[std::min(rank, sorted.size()) - 1];
+  return sorted[NearestRankIndex(sorted.size(), p)];
 }
 
 LatencySummary Summarize(std::vector<double> values_ms) {

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/percentile.h"
 
 namespace deeplab::client {
 namespace {
@@ -32,8 +33,7 @@ std::string Milliseconds(absl::Duration d) {
 
 absl::Duration Percentile(std::vector<absl::Duration> values, double p) {
   if (values.empty()) return absl::ZeroDuration();
-  const size_t rank = static_cast<size_t>(std::ceil(p * static_cast<double>(values.size())));
-  const size_t index = std::clamp<size_t>(rank, 1, values.size()) - 1;
+  const size_t index = NearestRankIndex(values.size(), p * 100);
   std::nth_element(values.begin(), values.begin() + index, values.end());
   return values[index];
 }
