@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <opencv2/imgproc.hpp>
 
 #include "common/image_codec.h"
@@ -71,7 +72,95 @@ void ForEachResizedChannelBlock(const torch::Tensor& chw, int height, int width,
   }
 }
 
+// Source pixels and weight of bilinear resizing along one axis, as PyTorch's
+// upsample_bilinear2d computes them: src = (dst + 0.5) * in / out - 0.5 clamped at 0, or
+// dst * (in - 1) / (out - 1) with align_corners.
+struct AxisTaps {
+  std::vector<int> lo, hi;
+  std::vector<float> weight;  // of `hi`; `lo` gets 1 - weight
+};
+
+AxisTaps ComputeTaps(int in, int out, bool align_corners) {
+  AxisTaps taps;
+  taps.lo.resize(out);
+  taps.hi.resize(out);
+  taps.weight.resize(out);
+  const float scale = align_corners ? (out > 1 ? static_cast<float>(in - 1) / (out - 1) : 0.0f)
+                                    : static_cast<float>(in) / out;
+  for (int i = 0; i < out; ++i) {
+    float src = align_corners ? scale * i : std::max(scale * (i + 0.5f) - 0.5f, 0.0f);
+    const int lo = std::min(static_cast<int>(src), in - 1);
+    taps.lo[i] = lo;
+    taps.hi[i] = std::min(lo + 1, in - 1);
+    taps.weight[i] = src - lo;
+  }
+  return taps;
+}
+
 }  // namespace
+
+cv::Mat UpsampleArgmax(const torch::Tensor& planes, int height, int width, bool align_corners) {
+  const int64_t classes = planes.size(0);
+  const int in_h = static_cast<int>(planes.size(1));
+  const int in_w = static_cast<int>(planes.size(2));
+  const torch::Tensor scores = planes.to(torch::kFloat32).contiguous();
+  const float* data = scores.data_ptr<float>();
+  const int64_t plane = static_cast<int64_t>(in_h) * in_w;
+  // The argmax at the scores' own resolution (strict >: ties keep the lower class).
+  cv::Mat coarse(in_h, in_w, CV_8UC1, cv::Scalar(0));
+  {
+    std::vector<float> best(data, data + plane);
+    for (int64_t k = 1; k < classes; ++k) {
+      const float* p = data + k * plane;
+      uint8_t* l = coarse.ptr<uint8_t>();
+      for (int64_t i = 0; i < plane; ++i) {
+        if (p[i] > best[i]) {
+          best[i] = p[i];
+          l[i] = static_cast<uint8_t>(k);
+        }
+      }
+    }
+  }
+  if (in_h == height && in_w == width) return coarse;
+  const AxisTaps ys = ComputeTaps(in_h, height, align_corners);
+  const AxisTaps xs = ComputeTaps(in_w, width, align_corners);
+  cv::Mat labels(height, width, CV_8UC1);
+  for (int y = 0; y < height; ++y) {
+    const int y0 = ys.lo[y], y1 = ys.hi[y];
+    const float wy1 = ys.weight[y], wy0 = 1.0f - wy1;
+    const uint8_t* top = coarse.ptr<uint8_t>(y0);
+    const uint8_t* bottom = coarse.ptr<uint8_t>(y1);
+    uint8_t* out = labels.ptr<uint8_t>(y);
+    for (int x = 0; x < width; ++x) {
+      const int x0 = xs.lo[x], x1 = xs.hi[x];
+      const uint8_t c = top[x0];
+      if (top[x1] == c && bottom[x0] == c && bottom[x1] == c) {
+        // Each of the four taps scores class c highest, so their convex combination does
+        // too: no need to interpolate every class.
+        out[x] = c;
+        continue;
+      }
+      // A class boundary runs between the taps: interpolate every class, as PyTorch does.
+      const float wx1 = xs.weight[x], wx0 = 1.0f - wx1;
+      const int64_t i00 = static_cast<int64_t>(y0) * in_w + x0;
+      const int64_t i01 = static_cast<int64_t>(y0) * in_w + x1;
+      const int64_t i10 = static_cast<int64_t>(y1) * in_w + x0;
+      const int64_t i11 = static_cast<int64_t>(y1) * in_w + x1;
+      float best = -std::numeric_limits<float>::infinity();
+      uint8_t label = 0;
+      for (int64_t k = 0; k < classes; ++k) {
+        const float* p = data + k * plane;
+        const float v = wy0 * (wx0 * p[i00] + wx1 * p[i01]) + wy1 * (wx0 * p[i10] + wx1 * p[i11]);
+        if (v > best) {
+          best = v;
+          label = static_cast<uint8_t>(k);
+        }
+      }
+      out[x] = label;
+    }
+  }
+  return labels;
+}
 
 PipelineConfig MakePipelineConfig(const v1::ModelConfig& config) {
   PipelineConfig p;
@@ -150,6 +239,10 @@ ItemScores ComputeLabels(const PreparedImage& image, const torch::Tensor& scores
   planes = planes.contiguous();
 
   ItemScores out;
+  if (!want_probabilities) {
+    out.labels = UpsampleArgmax(planes, height, width, config.align_corners);
+    return out;
+  }
   out.labels = cv::Mat(height, width, CV_8UC1, cv::Scalar(0));
   cv::Mat best(height, width, CV_32FC1, cv::Scalar(-std::numeric_limits<float>::infinity()));
   if (want_probabilities) out.probabilities.resize(classes);
