@@ -1,11 +1,13 @@
 // deeplab-bench: a load generator for a deeplab gateway (in the spirit of Triton's
-// perf_analyzer), and the in-process ceiling of one worker.
+// perf_analyzer), or for one worker directly (the gateway's overhead is the difference), and
+// the in-process ceiling of one worker.
 //   deeplab-bench --server 127.0.0.1:8000 --model demo --images photos/ --concurrency 1,2,4,8
 //   deeplab-bench --server 127.0.0.1:8000 --model demo --image cat.jpg --rate 5,10,20
+//   deeplab-bench --target worker --server 127.0.0.1:8001 --model demo --images photos/ --rate 5
 //   deeplab-bench --in-process --models models/ --model demo --image cat.jpg --batch-sizes 1,4
 // Exit codes: 0 the run completed (errors, if any, are in the report), 2 bad arguments,
-// 3 the gateway is unreachable or the weight set unknown or not ready (or, in-process, not
-// in the repository or not loading).
+// 3 the gateway or worker is unreachable or the weight set unknown or not ready (or,
+// in-process, not in the repository or not loading).
 #include <atomic>
 #include <cstdlib>
 #include <iostream>
@@ -23,7 +25,11 @@
 #include "services/bench/in_process_bench.h"
 #include "services/bench/load_generator.h"
 
-ABSL_FLAG(std::string, server, "", "Gateway address host:port");
+ABSL_FLAG(std::string, server, "", "Gateway address host:port (a worker's with --target worker)");
+ABSL_FLAG(std::string, target, "gateway",
+          "What --server is: gateway (Segment calls) or worker (one-image Worker/Infer calls "
+          "straight to it, to measure the gateway's overhead against a gateway run; unary "
+          "only)");
 ABSL_FLAG(std::string, model, "", "Weight set to benchmark (see ListModels)");
 ABSL_FLAG(std::string, image, "", "An image file to send (its encoded bytes)");
 ABSL_FLAG(std::string, images, "", "A folder: every image in it is sent, round-robin");
@@ -46,8 +52,8 @@ ABSL_FLAG(absl::Duration, timeout, absl::Seconds(30),
           "Deadline of each unary call; for streams, how long answers may stop coming at the "
           "end of a step before the rest count as DEADLINE_EXCEEDED");
 ABSL_FLAG(absl::Duration, wait_ready, absl::ZeroDuration(),
-          "How long to wait for the weight set to be ready on the gateway (a cluster just "
-          "started); 0: it must be ready at once");
+          "How long to wait for the weight set to be ready on the gateway or worker (a cluster "
+          "just started); 0: it must be ready at once");
 ABSL_FLAG(std::vector<std::string>, outputs, {"class_stats"},
           "Outputs to ask for: label_png,label_raw,probabilities,overlay_png,class_stats");
 ABSL_FLAG(bool, json, false, "Print one JSON document with every step instead of a table");
@@ -92,10 +98,9 @@ int BadArguments(const std::string& message) {
   return kExitBadArguments;
 }
 
-// The part of RunInfo both modes share.
-RunInfo CommonInfo(const std::string& target, int images) {
+// The part of RunInfo every mode shares.
+RunInfo CommonInfo(int images) {
   RunInfo info;
-  info.target = target;
   info.model = absl::GetFlag(FLAGS_model);
   info.images = images;
   info.outputs = absl::GetFlag(FLAGS_outputs);
@@ -125,7 +130,9 @@ int RunInProcessMode(const std::vector<BenchImage>& images, const v1::OutputOpti
   options.device = absl::GetFlag(FLAGS_device);
 
   const bool json = absl::GetFlag(FLAGS_json);
-  RunInfo info = CommonInfo(options.models, static_cast<int>(images.size()));
+  RunInfo info = CommonInfo(static_cast<int>(images.size()));
+  info.target = "in-process";
+  info.models = options.models;
   info.mode = "in-process";
   std::vector<BatchStepResult> steps;
   const absl::Status status = RunInProcess(
@@ -160,9 +167,15 @@ int RunAgainstServer(const std::vector<BenchImage>& images, const v1::OutputOpti
   if (concurrency->empty() == rates->empty()) {
     return BadArguments("give exactly one of --concurrency N[,N...] and --rate R[,R...]");
   }
+  const std::string target = absl::GetFlag(FLAGS_target);
   const std::string mode = absl::GetFlag(FLAGS_mode);
   const std::string arrivals = absl::GetFlag(FLAGS_arrivals);
   if (mode != "unary" && mode != "stream") return BadArguments("--mode must be unary or stream");
+  if (target == "worker" && mode == "stream") {
+    return BadArguments(
+        "--target worker takes unary calls only (a worker has no stream API): "
+        "drop --mode stream");
+  }
   if (arrivals != "constant" && arrivals != "poisson") {
     return BadArguments("--arrivals must be constant or poisson");
   }
@@ -178,6 +191,7 @@ int RunAgainstServer(const std::vector<BenchImage>& images, const v1::OutputOpti
   options.images = images;
   options.outputs = outputs;
   options.stream = mode == "stream";
+  options.direct_to_worker = target == "worker";
   options.streams = absl::GetFlag(FLAGS_streams);
   options.warmup = absl::GetFlag(FLAGS_warmup);
   options.duration = absl::GetFlag(FLAGS_duration);
@@ -188,10 +202,13 @@ int RunAgainstServer(const std::vector<BenchImage>& images, const v1::OutputOpti
   options.seed = absl::GetFlag(FLAGS_seed);
 
   auto channel = MakeChannel(server);
-  // At most 10 s to find the gateway: a typo should not hang for the whole --timeout.
+  // At most 10 s to find the server: a typo should not hang for the whole --timeout.
+  const absl::Duration connect_timeout = std::min(options.timeout, absl::Seconds(10));
   absl::StatusOr<v1::ModelInfo> model =
-      CheckModel(channel, server, options.model, std::min(options.timeout, absl::Seconds(10)),
-                 absl::GetFlag(FLAGS_wait_ready));
+      options.direct_to_worker ? CheckWorkerModel(channel, server, options.model, connect_timeout,
+                                                  absl::GetFlag(FLAGS_wait_ready))
+                               : CheckModel(channel, server, options.model, connect_timeout,
+                                            absl::GetFlag(FLAGS_wait_ready));
   if (!model.ok()) {
     std::cerr << "deeplab-bench: " << model.status().message() << "\n";
     return kExitUnusableTarget;
@@ -199,12 +216,14 @@ int RunAgainstServer(const std::vector<BenchImage>& images, const v1::OutputOpti
 
   const bool json = absl::GetFlag(FLAGS_json);
   const std::string load = concurrency->empty() ? "rate" : "concurrency";
-  RunInfo info = CommonInfo(server, static_cast<int>(images.size()));
+  RunInfo info = CommonInfo(static_cast<int>(images.size()));
+  info.target = target;
+  info.server = server;
   info.mode = mode;
   if (load == "rate") info.arrivals = arrivals;
   if (!json) {
-    std::cout << "deeplab-bench: " << server << ", weight set " << options.model << " ("
-              << model->num_classes() << " classes, input " << model->input_height() << "x"
+    std::cout << "deeplab-bench: " << target << " " << server << ", weight set " << options.model
+              << " (" << model->num_classes() << " classes, input " << model->input_height() << "x"
               << model->input_width() << ", max batch " << model->max_batch_size() << "), " << mode
               << ", " << images.size() << " image(s), outputs " << absl::StrJoin(info.outputs, ",")
               << "\n"
@@ -241,9 +260,16 @@ int Run() {
       LoadImages(absl::GetFlag(FLAGS_image), absl::GetFlag(FLAGS_images));
   if (!images.ok()) return BadArguments(std::string(images.status().message()));
 
+  const std::string target = absl::GetFlag(FLAGS_target);
+  if (target != "gateway" && target != "worker") {
+    return BadArguments("--target must be gateway or worker");
+  }
   if (absl::GetFlag(FLAGS_in_process)) {
     if (!absl::GetFlag(FLAGS_server).empty()) {
       return BadArguments("--in-process runs without a server: drop --server");
+    }
+    if (target != "gateway") {
+      return BadArguments("--in-process runs the worker's engine itself: drop --target");
     }
     return RunInProcessMode(*images, *outputs);
   }
@@ -258,17 +284,21 @@ int Run() {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "Measures a deeplab gateway under load, or one worker's ceiling in-process.\n"
+      "Measures a deeplab gateway under load, one worker directly (--target worker: the\n"
+      "gateway's overhead is the difference between the two runs), or one worker's ceiling\n"
+      "in-process.\n"
       "Usage:\n"
       "  deeplab-bench --server ADDR --model NAME (--image FILE | --images DIR)\n"
       "                (--concurrency N[,N...] | --rate R[,R...] [--arrivals constant|poisson])\n"
       "                [--duration 10s | --requests K] [--warmup 2s] [--mode unary|stream]\n"
       "                [--timeout 30s] [--outputs class_stats,...] [--wait-ready 0s] [--json]\n"
+      "  deeplab-bench --target worker --server WORKER_ADDR --model NAME ...\n"
+      "                (the same options, unary only)\n"
       "  deeplab-bench --in-process --models DIR --model NAME (--image FILE | --images DIR)\n"
       "                [--batch-sizes 1,2,4,8] [--duration 10s] [--threads N] [--device cpu]\n"
       "                [--json]\n"
-      "Exit codes: 0 completed, 2 bad arguments, 3 gateway unreachable or weight set unknown "
-      "or not ready.");
+      "Exit codes: 0 completed, 2 bad arguments, 3 gateway or worker unreachable or weight set "
+      "unknown or not ready.");
   if (!deeplab::bench::AsksForHelp(argc, argv)) {
     std::atexit(deeplab::bench::ExitCodeTwoWhileParsing);
     deeplab::bench::parsing_flags = true;

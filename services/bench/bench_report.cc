@@ -66,6 +66,8 @@ Value Errors(const std::map<std::string, int64_t>& errors) {
 Struct Header(const RunInfo& info) {
   Struct s;
   Put(&s, "target", Text(info.target));
+  if (!info.server.empty()) Put(&s, "server", Text(info.server));
+  if (!info.models.empty()) Put(&s, "models", Text(info.models));
   Put(&s, "model", Text(info.model));
   Put(&s, "mode", Text(info.mode));
   if (!info.arrivals.empty()) Put(&s, "arrivals", Text(info.arrivals));

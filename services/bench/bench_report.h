@@ -12,7 +12,9 @@ namespace deeplab::bench {
 
 // What a run was: echoed in the JSON so a result file explains itself.
 struct RunInfo {
-  std::string target;  // --server address, or --models folder for --in-process
+  std::string target;  // "gateway", "worker" (--target) or "in-process"
+  std::string server;  // --server address; empty in-process
+  std::string models;  // --models folder; in-process only
   std::string model;
   std::string mode;      // "unary", "stream" or "in-process"
   std::string arrivals;  // rate mode only

@@ -11,6 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "common/model_info.h"
 
 namespace deeplab::bench {
 namespace {
@@ -159,7 +160,7 @@ class LoadGenerator::Sender {
  public:
   virtual ~Sender() = default;
   // `request` must stay valid until answered.
-  virtual void Send(const v1::SegmentRequest& request, Answer answer) = 0;
+  virtual void Send(const LoadGenerator::Prepared& request, Answer answer) = 0;
   // Gives up on requests still unanswered: they are answered DEADLINE_EXCEEDED.
   virtual void Abort() {}
   // After the last answer: ends the streams, waiting at most `timeout`.
@@ -168,21 +169,39 @@ class LoadGenerator::Sender {
 
 namespace {
 
+// Unary calls whose callbacks have not returned yet. The last callbacks may still be
+// returning when the step sees its last answer: the destructor waits for them, so that no
+// callback runs while the channel and the process are torn down. Declare it as its owner's
+// last member, so that it waits before anything a callback uses is destroyed.
+class CallsInFlight {
+ public:
+  ~CallsInFlight() {
+    absl::MutexLock lock(&mu_);
+    auto none = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return calls_ == 0; };
+    mu_.Await(absl::Condition(&none));
+  }
+  void Started() {
+    absl::MutexLock lock(&mu_);
+    ++calls_;
+  }
+  // The callback's last action.
+  void Ended() {
+    absl::MutexLock lock(&mu_);
+    --calls_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  int calls_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
 // Segment calls, each with its own deadline: every call ends by itself.
 class UnarySender final : public LoadGenerator::Sender {
  public:
   UnarySender(v1::Segmentation::Stub* stub, absl::Duration timeout)
       : stub_(stub), timeout_(timeout) {}
 
-  // The last callbacks may still be returning when the step sees its last answer: wait for
-  // them, so that no callback runs while the channel and the process are torn down.
-  ~UnarySender() override {
-    absl::MutexLock lock(&mu_);
-    auto none = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return calls_ == 0; };
-    mu_.Await(absl::Condition(&none));
-  }
-
-  void Send(const v1::SegmentRequest& request, Answer answer) override {
+  void Send(const LoadGenerator::Prepared& request, Answer answer) override {
     struct Call {
       grpc::ClientContext context;
       v1::SegmentResponse response;
@@ -191,25 +210,67 @@ class UnarySender final : public LoadGenerator::Sender {
     auto* call = new Call;
     call->answer = std::move(answer);
     call->context.set_deadline(absl::ToChronoTime(absl::Now() + timeout_));
-    {
-      absl::MutexLock lock(&mu_);
-      ++calls_;
-    }
-    stub_->async()->Segment(&call->context, &request, &call->response,
+    in_flight_.Started();
+    stub_->async()->Segment(&call->context, &request.segment, &call->response,
                             [this, call](grpc::Status status) {
                               const auto code = static_cast<absl::StatusCode>(status.error_code());
                               call->answer(code, status.ok() ? &call->response : nullptr);
                               delete call;
-                              absl::MutexLock lock(&mu_);
-                              --calls_;
+                              in_flight_.Ended();
                             });
   }
 
  private:
   v1::Segmentation::Stub* const stub_;
   const absl::Duration timeout_;
-  absl::Mutex mu_;
-  int calls_ ABSL_GUARDED_BY(mu_) = 0;
+  CallsInFlight in_flight_;
+};
+
+// Worker/Infer calls of one item, each with its own deadline, answered as if a gateway had
+// run the item alone: the statistics then compare the two targets field by field.
+class WorkerSender final : public LoadGenerator::Sender {
+ public:
+  WorkerSender(v1::Worker::Stub* stub, absl::Duration timeout) : stub_(stub), timeout_(timeout) {}
+
+  void Send(const LoadGenerator::Prepared& request, Answer answer) override {
+    struct Call {
+      grpc::ClientContext context;
+      v1::InferResponse response;
+      v1::SegmentResponse answer_response;
+      Answer answer;
+    };
+    auto* call = new Call;
+    call->answer = std::move(answer);
+    call->context.set_deadline(absl::ToChronoTime(absl::Now() + timeout_));
+    in_flight_.Started();
+    stub_->async()->Infer(
+        &call->context, &request.infer, &call->response, [this, call](grpc::Status status) {
+          auto code = static_cast<absl::StatusCode>(status.error_code());
+          if (status.ok()) {
+            // The call can succeed while the item fails (a bad image): the item's code counts.
+            // A worker answering without the item lost it, as a stream ending early does.
+            code = call->response.items_size() == 1
+                       ? static_cast<absl::StatusCode>(call->response.items(0).code())
+                       : absl::StatusCode::kUnknown;
+          }
+          if (code == absl::StatusCode::kOk) {
+            // Only the timing: the statistics read nothing else, so the result is not copied.
+            // No gateway queue; the worker's forward pass is the compute a gateway reports.
+            v1::Timing* timing = call->answer_response.mutable_timing();
+            timing->set_batch_size(1);
+            timing->set_batch_cost(call->response.batch_cost());
+            timing->set_compute_seconds(call->response.forward_seconds());
+          }
+          call->answer(code, code == absl::StatusCode::kOk ? &call->answer_response : nullptr);
+          delete call;
+          in_flight_.Ended();
+        });
+  }
+
+ private:
+  v1::Worker::Stub* const stub_;
+  const absl::Duration timeout_;
+  CallsInFlight in_flight_;
 };
 
 // One stream at a time, replaced by a new one when it ends (the gateway restarted, the
@@ -227,7 +288,7 @@ class StreamSender final : public LoadGenerator::Sender {
     }
   }
 
-  void Send(const v1::SegmentRequest& request, Answer answer) override {
+  void Send(const LoadGenerator::Prepared& request, Answer answer) override {
     for (;;) {
       StreamCall* call = nullptr;
       {
@@ -242,7 +303,7 @@ class StreamSender final : public LoadGenerator::Sender {
         }
         call = calls_.back().get();
       }
-      if (call->Send(request, answer)) return;
+      if (call->Send(request.segment, answer)) return;
       absl::MutexLock lock(&mu_);
       // Another sender may have replaced it already; replace only the one that refused.
       if (calls_.back().get() == call) replace_ = true;
@@ -401,6 +462,61 @@ absl::StatusOr<v1::ModelInfo> CheckModelOnce(v1::Segmentation::Stub& stub,
                    "'; it serves: ", names.empty() ? "none" : absl::StrJoin(names, ", ")));
 }
 
+absl::StatusOr<v1::ModelInfo> CheckWorkerModelOnce(v1::Worker::Stub& stub,
+                                                   const std::string& address,
+                                                   const std::string& model,
+                                                   absl::Duration connect_timeout) {
+  grpc::ClientContext context;
+  context.set_wait_for_ready(true);  // a worker that is still starting gets the timeout
+  context.set_deadline(absl::ToChronoTime(absl::Now() + connect_timeout));
+  v1::StatusResponse worker;
+  const grpc::Status status = stub.Status(&context, v1::StatusRequest(), &worker);
+  if (!status.ok()) {
+    return absl::UnavailableError(absl::StrCat(
+        "cannot reach a deeplab worker at ", address,
+        " (Status: ", absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code())),
+        " ", status.error_message(), ")"));
+  }
+  std::vector<std::string> names;
+  for (const v1::WeightSetStatus& ws : worker.weight_sets()) {
+    if (ws.name() != model) {
+      names.push_back(ws.name());
+      continue;
+    }
+    if (!ws.ready()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("weight set '", model, "' is not ready on the worker at ", address, ": ",
+                       ws.reason().empty() ? std::string("still loading") : ws.reason()));
+    }
+    // A draining worker refuses every Infer: measuring it would only count UNAVAILABLE.
+    if (worker.draining()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("the worker at ", address, " is draining (shutting down)"));
+    }
+    // What the gateway's ListModels says of it, for the report's header.
+    v1::ModelInfo info = ModelInfoFromConfig(ws.name(), ws.config());
+    info.set_ready(true);
+    info.add_ready_workers(address);
+    return info;
+  }
+  return absl::NotFoundError(
+      absl::StrCat("the worker at ", address, " has no weight set '", model,
+                   "'; it hosts: ", names.empty() ? "none" : absl::StrJoin(names, ", ")));
+}
+
+// Asks `once` until it succeeds or `wait_ready` has passed.
+absl::StatusOr<v1::ModelInfo> AskUntilReady(
+    const std::function<absl::StatusOr<v1::ModelInfo>()>& once, absl::Duration wait_ready) {
+  const absl::Time give_up = absl::Now() + wait_ready;
+  for (;;) {
+    absl::StatusOr<v1::ModelInfo> info = once();
+    if (info.ok() || absl::Now() >= give_up) return info;
+    // Another process's state: there is no event to wait on. A just-started gateway learns
+    // its workers' weight sets at its first status poll; a worker loads them after starting.
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<v1::ModelInfo> CheckModel(const std::shared_ptr<grpc::Channel>& channel,
@@ -408,33 +524,52 @@ absl::StatusOr<v1::ModelInfo> CheckModel(const std::shared_ptr<grpc::Channel>& c
                                          absl::Duration connect_timeout,
                                          absl::Duration wait_ready) {
   auto stub = v1::Segmentation::NewStub(channel);
-  const absl::Time give_up = absl::Now() + wait_ready;
-  for (;;) {
-    absl::StatusOr<v1::ModelInfo> info = CheckModelOnce(*stub, address, model, connect_timeout);
-    if (info.ok() || absl::Now() >= give_up) return info;
-    // Another process's state: there is no event to wait on. A just-started gateway learns
-    // its workers' weight sets at its first status poll.
-    absl::SleepFor(absl::Milliseconds(100));
-  }
+  return AskUntilReady([&] { return CheckModelOnce(*stub, address, model, connect_timeout); },
+                       wait_ready);
+}
+
+absl::StatusOr<v1::ModelInfo> CheckWorkerModel(const std::shared_ptr<grpc::Channel>& channel,
+                                               const std::string& address, const std::string& model,
+                                               absl::Duration connect_timeout,
+                                               absl::Duration wait_ready) {
+  auto stub = v1::Worker::NewStub(channel);
+  return AskUntilReady([&] { return CheckWorkerModelOnce(*stub, address, model, connect_timeout); },
+                       wait_ready);
 }
 
 LoadGenerator::LoadGenerator(std::shared_ptr<grpc::Channel> channel, LoadOptions options)
-    : options_(std::move(options)), stub_(v1::Segmentation::NewStub(channel)) {
+    : options_(std::move(options)) {
+  if (options_.direct_to_worker) {
+    worker_stub_ = v1::Worker::NewStub(channel);
+  } else {
+    stub_ = v1::Segmentation::NewStub(channel);
+  }
   for (const BenchImage& image : options_.images) {
-    v1::SegmentRequest& r = requests_.emplace_back();
-    r.set_model(options_.model);
-    r.mutable_image()->set_encoded(image.encoded);
-    *r.mutable_outputs() = options_.outputs;
+    Prepared& p = requests_.emplace_back();
+    if (options_.direct_to_worker) {
+      p.infer.set_model(options_.model);
+      v1::InferItem* item = p.infer.add_items();
+      item->set_id("bench");  // echoed back; one item per call, so nothing to match
+      item->mutable_image()->set_encoded(image.encoded);
+      *item->mutable_outputs() = options_.outputs;
+    } else {
+      p.segment.set_model(options_.model);
+      p.segment.mutable_image()->set_encoded(image.encoded);
+      *p.segment.mutable_outputs() = options_.outputs;
+    }
   }
 }
 
 LoadGenerator::~LoadGenerator() = default;
 
-const v1::SegmentRequest& LoadGenerator::NextRequest() {
+const LoadGenerator::Prepared& LoadGenerator::NextRequest() {
   return requests_[next_image_++ % requests_.size()];
 }
 
 std::unique_ptr<LoadGenerator::Sender> LoadGenerator::MakeSender() {
+  if (options_.direct_to_worker) {
+    return std::make_unique<WorkerSender>(worker_stub_.get(), options_.timeout);
+  }
   if (options_.stream) return std::make_unique<StreamSender>(stub_.get());
   return std::make_unique<UnarySender>(stub_.get(), options_.timeout);
 }

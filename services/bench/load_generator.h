@@ -1,5 +1,7 @@
 // The load generator of deeplab-bench: sends Segment calls (unary, or over SegmentStream
-// bidi streams) to a gateway and measures one step at a time.
+// bidi streams) to a gateway and measures one step at a time. Direct to a worker, it sends
+// the same image as a one-item Infer call instead, so that the two runs side by side show
+// what the gateway adds.
 //
 // Closed loop (RunConcurrency): N clients, each sending its next request when its previous
 // one is answered. Open loop (RunRate): requests arrive at R per second (constant spacing or
@@ -26,6 +28,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "deeplab/v1/segmentation.grpc.pb.h"
+#include "deeplab/v1/worker.grpc.pb.h"
 #include "services/bench/bench_inputs.h"
 #include "services/bench/bench_stats.h"
 
@@ -41,6 +44,9 @@ struct LoadOptions {
   // SegmentStream instead of Segment: one stream per client (closed loop), or `streams`
   // streams shared round-robin (open loop).
   bool stream = false;
+  // The channel leads to a worker: each request is a Worker/Infer call with one item. A
+  // worker has no stream API, so `stream` must be false.
+  bool direct_to_worker = false;
   int streams = 1;
   absl::Duration warmup = absl::Seconds(2);
   absl::Duration duration = absl::Seconds(10);
@@ -66,6 +72,15 @@ absl::StatusOr<v1::ModelInfo> CheckModel(const std::shared_ptr<grpc::Channel>& c
                                          const std::string& address, const std::string& model,
                                          absl::Duration connect_timeout, absl::Duration wait_ready);
 
+// CheckModel for a worker: calls Worker/Status instead, with the same waiting and codes
+// (NOT_FOUND lists the weight sets the worker hosts; FAILED_PRECONDITION gives its reason, or
+// says the worker is draining). The description is built from the weight set's config as
+// the gateway's ListModels builds it, so the report prints either alike.
+absl::StatusOr<v1::ModelInfo> CheckWorkerModel(const std::shared_ptr<grpc::Channel>& channel,
+                                               const std::string& address, const std::string& model,
+                                               absl::Duration connect_timeout,
+                                               absl::Duration wait_ready);
+
 class LoadGenerator {
  public:
   LoadGenerator(std::shared_ptr<grpc::Channel> channel, LoadOptions options);
@@ -76,7 +91,15 @@ class LoadGenerator {
   StepResult RunConcurrency(int clients);
   StepResult RunRate(double per_second);
 
-  // How requests go out (unary calls, or streams); defined and implemented in the .cc.
+  // One image's request, prepared once and shared by every call (gRPC only reads it). Only
+  // the one the target takes is filled: images may be large.
+  struct Prepared {
+    v1::SegmentRequest segment;  // to a gateway
+    v1::InferRequest infer;      // to a worker: one item
+  };
+
+  // How requests go out (unary calls, streams, or Infer calls to a worker); defined and
+  // implemented in the .cc.
   class Sender;
 
  private:
@@ -84,7 +107,7 @@ class LoadGenerator {
 
   // Sends client `sender`'s next request unless the step is over (closed loop).
   void ClientNext(const std::shared_ptr<Step>& step, Sender* sender);
-  const v1::SegmentRequest& NextRequest();
+  const Prepared& NextRequest();
   std::unique_ptr<Sender> MakeSender();
   // Waits for every answer of `step` (giving up on stream requests after the timeout),
   // then closes `senders`.
@@ -93,8 +116,9 @@ class LoadGenerator {
 
   const LoadOptions options_;
   std::unique_ptr<v1::Segmentation::Stub> stub_;
-  // One prepared request per image, shared by every call (gRPC only reads them).
-  std::vector<v1::SegmentRequest> requests_;
+  std::unique_ptr<v1::Worker::Stub> worker_stub_;  // direct_to_worker only
+  // One per image, sent round-robin.
+  std::vector<Prepared> requests_;
   std::atomic<uint64_t> next_image_{0};
 };
 

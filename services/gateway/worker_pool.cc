@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "common/model_info.h"
 
 namespace deeplab {
 namespace {
@@ -320,18 +321,7 @@ v1::ListModelsResponse WorkerPool::ListModels() const {
     if (w->healthy) out.set_healthy_workers(out.healthy_workers() + 1);
     for (const auto& ws : w->status.weight_sets()) {
       v1::ModelInfo& info = models[ws.name()];
-      if (info.name().empty()) {
-        const v1::ModelConfig& c = ws.config();
-        info.set_name(ws.name());
-        info.set_description(c.description());
-        info.set_num_classes(c.architecture().num_classes());
-        *info.mutable_class_names() = c.class_names();
-        info.set_input_height(c.input().height());
-        info.set_input_width(c.input().width());
-        info.set_tile_stride(c.has_tiling() ? c.tiling().stride() : 0);
-        info.set_max_batch_size(c.batching().max_batch_size());
-        info.set_backbone(c.architecture().backbone());
-      }
+      if (info.name().empty()) info = ModelInfoFromConfig(ws.name(), ws.config());
       if (ws.ready() && w->healthy) {
         info.set_ready(true);
         info.add_ready_workers(address);

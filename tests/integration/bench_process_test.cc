@@ -1,6 +1,7 @@
-// The real deeplab-bench against a real gateway and worker on loopback ports, and in-process
-// on the same test repository: what its JSON says, and its exit codes. Runs are a few dozen
-// requests of a tiny weight set, so the whole suite takes seconds.
+// The real deeplab-bench against a real gateway and worker on loopback ports (and against the
+// worker directly, as --target worker), and in-process on the same test repository: what its
+// JSON says, and its exit codes. Runs are a few dozen requests of a tiny weight set, so the
+// whole suite takes seconds.
 #include <gmock/gmock.h>
 #include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
@@ -116,6 +117,8 @@ TEST_F(BenchProcessTest, ConcurrencyStepsReportEveryRequestInJson) {
       BenchGateway({"--model", "colour", "--concurrency", "1,4", "--requests", "12", "--json"});
   ASSERT_EQ(run.exit_code, 0) << run.err;
   const Struct doc = ParseJson(run);
+  EXPECT_EQ(doc.fields().at("target").string_value(), "gateway");
+  EXPECT_EQ(doc.fields().at("server").string_value(), gateway_->grpc_address);
   EXPECT_EQ(doc.fields().at("model").string_value(), "colour");
   EXPECT_EQ(doc.fields().at("mode").string_value(), "unary");
   const std::vector<Struct> steps = Steps(doc);
@@ -181,6 +184,61 @@ TEST_F(BenchProcessTest, ExitCodesForUnknownWeightSetsUnreachableServersAndBadFl
     const ProgramResult run = Bench(bad);
     EXPECT_EQ(run.exit_code, 2) << absl::StrJoin(bad, " ") << "\n" << run.err;
   }
+}
+
+// Straight to the worker: the same image as one-item Infer calls, reported as the gateway
+// runs are (a batch of one whose compute is the worker's forward pass).
+TEST_F(BenchProcessTest, DirectToWorker) {
+  const ProgramResult run =
+      Bench({"--target", "worker", "--server", worker_->grpc_address, "--model", "colour",
+             "--image", *image_, "--wait-ready", "60s", "--warmup", "200ms", "--concurrency", "2",
+             "--requests", "8", "--json"});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  const Struct doc = ParseJson(run);
+  EXPECT_EQ(doc.fields().at("target").string_value(), "worker");
+  EXPECT_EQ(doc.fields().at("server").string_value(), worker_->grpc_address);
+  EXPECT_EQ(doc.fields().at("mode").string_value(), "unary");
+  std::vector<Struct> steps = Steps(doc);
+  ASSERT_EQ(steps.size(), 1u);
+  ExpectCleanStep(steps[0], 8);
+  EXPECT_EQ(Number(steps[0], "batch_size_mean"), 1);
+  EXPECT_EQ(Number(steps[0], "queue_ms_mean"), 0);
+
+  const ProgramResult rate =
+      Bench({"--target", "worker", "--server", worker_->grpc_address, "--model", "colour",
+             "--image", *image_, "--warmup", "0s", "--rate", "40", "--requests", "6"});
+  ASSERT_EQ(rate.exit_code, 0) << rate.err;
+  EXPECT_THAT(rate.out,
+              HasSubstr("worker " + worker_->grpc_address + ", weight set colour (3 classes"));
+  EXPECT_THAT(rate.out, HasSubstr("rate/s"));
+}
+
+TEST_F(BenchProcessTest, DirectToWorkerExitCodes) {
+  const ProgramResult unknown =
+      Bench({"--target", "worker", "--server", worker_->grpc_address, "--model", "nope", "--image",
+             *image_, "--concurrency", "1", "--requests", "1"});
+  EXPECT_EQ(unknown.exit_code, 3);
+  EXPECT_THAT(unknown.err, HasSubstr("no weight set 'nope'"));
+  EXPECT_THAT(unknown.err, HasSubstr("colour"));  // what the worker does host
+  EXPECT_TRUE(unknown.out.empty()) << unknown.out;
+
+  const ProgramResult unreachable =
+      Bench({"--target", "worker", "--server", "127.0.0.1:1", "--model", "colour", "--image",
+             *image_, "--concurrency", "1", "--timeout", "1s"});
+  EXPECT_EQ(unreachable.exit_code, 3);
+  EXPECT_THAT(unreachable.err, HasSubstr("cannot reach a deeplab worker"));
+
+  const ProgramResult stream =
+      Bench({"--target", "worker", "--server", worker_->grpc_address, "--model", "colour",
+             "--image", *image_, "--mode", "stream", "--concurrency", "1"});
+  EXPECT_EQ(stream.exit_code, 2);
+  EXPECT_THAT(stream.err, HasSubstr("--target worker"));
+  EXPECT_THAT(stream.err, HasSubstr("stream"));
+
+  const ProgramResult bad = Bench({"--target", "router", "--server", worker_->grpc_address,
+                                   "--model", "colour", "--image", *image_, "--concurrency", "1"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_THAT(bad.err, HasSubstr("--target must be gateway or worker"));
 }
 
 TEST_F(BenchProcessTest, InProcessFindsTheCeiling) {

@@ -193,7 +193,8 @@ TEST(ReportTest, LoadJsonHasEveryStep) {
   b.Add(Ok(0, 0.2, 2));
   b.Add(Failed(0, 0.1, absl::StatusCode::kUnavailable));
   RunInfo info;
-  info.target = "127.0.0.1:8000";
+  info.target = "gateway";
+  info.server = "127.0.0.1:8000";
   info.model = "colour \"quoted\"";
   info.mode = "unary";
   info.images = 1;
@@ -202,6 +203,9 @@ TEST(ReportTest, LoadJsonHasEveryStep) {
 
   const google::protobuf::Struct doc = ParseJson(LoadJson(info, {a.Finish(), b.Finish()}));
   EXPECT_EQ(doc.fields().at("model").string_value(), "colour \"quoted\"");
+  EXPECT_EQ(doc.fields().at("target").string_value(), "gateway");
+  EXPECT_EQ(doc.fields().at("server").string_value(), "127.0.0.1:8000");
+  EXPECT_FALSE(doc.fields().contains("models"));
   const auto& steps = doc.fields().at("steps").list_value().values();
   ASSERT_EQ(steps.size(), 2);
   const google::protobuf::Struct& second = steps[1].struct_value();
