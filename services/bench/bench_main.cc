@@ -64,8 +64,11 @@ ABSL_FLAG(std::string, models, "models", "In-process: model repository folder");
 ABSL_FLAG(std::vector<std::string>, batch_sizes, {},
           "In-process: batch sizes; default 1,2,4,... up to the weight set's max_batch_size");
 ABSL_FLAG(int, threads, 0, "In-process: LibTorch intra-op threads; 0: one per core");
+ABSL_FLAG(int, instances, 0,
+          "In-process: forward passes at once, as deeplab-worker --instances (0: 2 on a CPU, 1 on CUDA)");
 ABSL_FLAG(int, pipeline_threads, 0, "In-process: decode/encode threads; 0: one per core");
-ABSL_FLAG(int, batch_slots, 2, "In-process: batches in flight, as deeplab-worker --batch-slots");
+ABSL_FLAG(int, batch_slots, 0,
+          "In-process: batches in flight, as deeplab-worker --batch-slots (0: instances + 1)");
 ABSL_FLAG(std::string, device, "cpu", "In-process: cpu, cuda or cuda:K");
 
 namespace deeplab::bench {
@@ -125,6 +128,7 @@ int RunInProcessMode(const std::vector<BenchImage>& images, const v1::OutputOpti
   options.duration = absl::GetFlag(FLAGS_duration);
   options.requests = absl::GetFlag(FLAGS_requests);
   options.threads = absl::GetFlag(FLAGS_threads);
+  options.instances = absl::GetFlag(FLAGS_instances);
   options.pipeline_threads = absl::GetFlag(FLAGS_pipeline_threads);
   options.batch_slots = absl::GetFlag(FLAGS_batch_slots);
   options.device = absl::GetFlag(FLAGS_device);
@@ -295,7 +299,7 @@ int main(int argc, char** argv) {
       "  deeplab-bench --target worker --server WORKER_ADDR --model NAME ...\n"
       "                (the same options, unary only)\n"
       "  deeplab-bench --in-process --models DIR --model NAME (--image FILE | --images DIR)\n"
-      "                [--batch-sizes 1,2,4,8] [--duration 10s] [--threads N] [--device cpu]\n"
+      "                [--batch-sizes 1,2,4,8] [--duration 10s] [--instances N] [--threads N] [--device cpu]\n"
       "                [--json]\n"
       "Exit codes: 0 completed, 2 bad arguments, 3 gateway or worker unreachable or weight set "
       "unknown or not ready.");

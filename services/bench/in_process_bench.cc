@@ -63,7 +63,9 @@ struct Slot {
 
 BatchStepResult RunBatchSize(WorkerEngine& engine, const InProcessOptions& options,
                              int batch_size) {
-  const int slots = std::max(1, options.batch_slots);
+  const int slots = options.batch_slots > 0
+                        ? options.batch_slots
+                        : DefaultInstances(options.instances, options.device) + 1;
   std::vector<Slot> batches(slots);
   size_t next_image = 0;
   for (Slot& slot : batches) {
@@ -147,6 +149,7 @@ absl::Status RunInProcess(const InProcessOptions& options,
   absl::StatusOr<v1::ModelConfig> config = FindConfig(options.models, options.model);
   if (!config.ok()) return config.status();
   if (options.images.empty()) return absl::InvalidArgumentError("no images to send");
+  const int instances = DefaultInstances(options.instances, options.device);
   at::set_num_threads(options.threads > 0 ? options.threads : Cores());
 
   InProcessInfo info;
@@ -155,7 +158,8 @@ absl::Status RunInProcess(const InProcessOptions& options,
   worker.runtime.device = options.device;
   // As deeplab-worker: channels-last is cuDNN's fast layout, NCHW measured faster on CPUs.
   worker.runtime.channels_last = absl::StartsWith(options.device, "cuda");
-  worker.batch_slots = std::max(1, options.batch_slots);
+  worker.instances = instances;
+  worker.batch_slots = options.batch_slots > 0 ? options.batch_slots : instances + 1;
   worker.pipeline_threads = options.pipeline_threads > 0 ? options.pipeline_threads : Cores();
   // The worker splits batches above --max-forward-batch (32); here every batch size should
   // be one forward pass, since that is what is being measured.

@@ -34,9 +34,10 @@ struct InProcessOptions {
   // When positive, each batch size runs until this many images were measured instead.
   int64_t requests = 0;
   int threads = 0;           // LibTorch intra-op threads; 0: one per core
+  int instances = 0;         // forward passes at once, as deeplab-worker --instances
   int pipeline_threads = 0;  // decode/encode threads; 0: one per core
   std::string device = "cpu";
-  int batch_slots = 2;  // batches in flight, as deeplab-worker --batch-slots
+  int batch_slots = 0;  // batches in flight, as deeplab-worker --batch-slots (0: instances + 1)
 };
 
 // Filled before the first batch size runs.

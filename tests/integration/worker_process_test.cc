@@ -185,9 +185,11 @@ TEST_F(WorkerProcessTest, ServesHealthStatusReflectionInferAndMetrics) {
 TEST_F(WorkerProcessTest, SigtermDrainsInFlightBatchesAndRefusesNewOnes) {
   Server worker = StartWorker(*repo_);
   auto stub = v1::Worker::NewStub(worker.channel);
+  // Large photos, so that the batch stays in flight long enough (hundreds of ms of
+  // decoding) for the polling below to see it even on a loaded machine.
   v1::InferRequest slow_request =
-      PhotoRequest("slow", {"image1.jpg", "image2.jpg", "image3.jpg", "baptist400.jpg",
-                            "image1.jpg", "image2.jpg"});
+      PhotoRequest("slow", {"dog_baxter.jpg", "image1.jpg", "dog_baxter.jpg", "image3.jpg",
+                            "dog_baxter.jpg", "image2.jpg"});
   v1::InferResponse slow_response;
   grpc::ClientContext slow_ctx;
   std::future<grpc::Status> slow = std::async(std::launch::async, [&] {

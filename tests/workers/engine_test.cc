@@ -349,5 +349,42 @@ TEST_F(EngineTest, ConcurrentBatchesAllComplete) {
   EXPECT_TRUE(engine_->WaitIdle(absl::Seconds(10)));
 }
 
+// Two instances run forward passes at once on their own threads: every batch still gets
+// its own, correct labels (the same as one instance gives).
+TEST_F(EngineTest, TwoInstancesGiveTheSameLabelsAsOne) {
+  WorkerOptions options = options_;
+  options.instances = 2;
+  options.batch_slots = 3;
+  WorkerEngine two(options, nullptr);
+  two.LoadWeightSet(ColourConfig("letterbox", 64, 64, v1::RESIZE_MODE_LETTERBOX),
+                    *dir_ + "/colour_argmax.pt");
+  EXPECT_EQ(two.Status().batch_slots(), 3);
+  std::vector<v1::InferRequest> requests;
+  for (int i = 0; i < 8; ++i) {
+    requests.push_back(Request("letterbox", {Png(Blocks(40 + 3 * i, 50, 2 + i % 3, 3))}));
+  }
+  std::vector<v1::InferResponse> responses(requests.size());
+  std::vector<std::promise<absl::Status>> done(requests.size());
+  for (size_t i = 0; i < requests.size(); ++i) {
+    two.Infer(requests[i], &responses[i], [&done, i](absl::Status s) { done[i].set_value(s); });
+  }
+  for (size_t i = 0; i < requests.size(); ++i) {
+    ASSERT_TRUE(done[i].get_future().get().ok());
+    ASSERT_EQ(responses[i].items(0).code(), 0) << responses[i].items(0).message();
+    const v1::InferResponse one = Run(requests[i]);
+    EXPECT_EQ(responses[i].items(0).result().label_png(), one.items(0).result().label_png())
+        << "request " << i;
+  }
+  EXPECT_TRUE(two.WaitIdle(absl::Seconds(10)));
+}
+
+TEST(DefaultInstancesTest, TwoOnCpuOneOnCuda) {
+  EXPECT_EQ(DefaultInstances(0, "cpu"), 2);
+  EXPECT_EQ(DefaultInstances(0, "cuda"), 1);
+  EXPECT_EQ(DefaultInstances(0, "cuda:1"), 1);
+  EXPECT_EQ(DefaultInstances(3, "cuda"), 3);
+  EXPECT_EQ(DefaultInstances(1, "cpu"), 1);
+}
+
 }  // namespace
 }  // namespace deeplab

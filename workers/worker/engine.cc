@@ -4,6 +4,7 @@
 #include <chrono>
 #include <iostream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "workers/repository/model_repository.h"
@@ -68,10 +69,17 @@ struct WorkerEngine::Job {
   std::atomic<int> pending{0};
 };
 
+int DefaultInstances(int requested, const std::string& device) {
+  if (requested > 0) return requested;
+  return absl::StartsWith(device, "cuda") ? 1 : 2;
+}
+
 WorkerEngine::WorkerEngine(WorkerOptions options, WorkerMetrics* metrics)
     : options_(std::move(options)), metrics_(metrics), device_(options_.runtime.device) {
   pool_ = std::make_unique<ThreadPool>(options_.pipeline_threads);
-  forward_thread_ = std::thread([this] { ForwardLoop(); });
+  for (int i = 0; i < std::max(1, options_.instances); ++i) {
+    forward_threads_.emplace_back([this] { ForwardLoop(); });
+  }
   absl::MutexLock lock(&mu_);
   PublishSlotsLocked();
 }
@@ -90,7 +98,7 @@ WorkerEngine::~WorkerEngine() {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
   }
-  forward_thread_.join();
+  for (std::thread& t : forward_threads_) t.join();
 }
 
 absl::Status WorkerEngine::LoadRepository(const std::string& repository,

@@ -2,9 +2,9 @@
 // decode -> preprocess -> forward -> postprocess -> encode.
 //
 // Concurrency: decode/preprocess and postprocess/encode run per item on a thread pool;
-// forward passes run one at a time on a dedicated thread (the intra-op threads of LibTorch
-// parallelise each one). So the next batch decodes while the current one is in the forward
-// pass. The engine is independent of gRPC: Infer reports completion through a callback.
+// forward passes run on `instances` dedicated threads, one pass each at a time (the
+// intra-op threads of LibTorch parallelise each one). So the next batch decodes while the
+// current one is in the forward pass. The engine is independent of gRPC: Infer reports completion through a callback.
 //
 // Thread-safe. Load* must finish before Infer is called for the weight sets it loads.
 // The destructor waits for in-flight batches.
@@ -35,8 +35,12 @@ namespace deeplab {
 struct WorkerOptions {
   ImageLimits limits;
   RuntimeOptions runtime;
-  // Batches in flight at once (one in the forward pass, the others decoding or encoding);
-  // Status reports the free ones so the gateway sends no more than that.
+  // Forward passes that may run at once, each on its own thread (Triton's instance count),
+  // each with LibTorch's intra-op threads. See DefaultInstances.
+  int instances = 1;
+  // Batches in flight at once (`instances` in forward passes, the others decoding or
+  // encoding); Status reports the free ones so the gateway sends no more than that. At
+  // least instances + 1, so that a decoded batch always waits for the next free instance.
   int batch_slots = 2;
   // Batches accepted beyond the free slots are queued up to this many, then refused with
   // RESOURCE_EXHAUSTED (a gateway that respects free slots never gets there).
@@ -48,6 +52,11 @@ struct WorkerOptions {
   // Run one forward pass at load so the first request does not pay for lazy initialisation.
   bool warm_up = true;
 };
+
+// The instance count to use: `requested` when positive, else 2 on a CPU and 1 on CUDA
+// (measured on the demo weight set: one forward pass of a small input keeps a CPU's cores
+// busy about half the time, two at once fill them; docs/BENCHMARKS.md).
+int DefaultInstances(int requested, const std::string& device);
 
 class WorkerEngine {
  public:
@@ -109,7 +118,7 @@ class WorkerEngine {
 
   // Declared last: destroyed first, so their threads stop before the state above goes.
   std::unique_ptr<ThreadPool> pool_;
-  std::thread forward_thread_;
+  std::vector<std::thread> forward_threads_;
 };
 
 }  // namespace deeplab

@@ -29,7 +29,11 @@ ABSL_FLAG(std::vector<std::string>, load, {},
           "Weight sets to load (comma-separated); default: all in the repository");
 ABSL_FLAG(int, threads, 0, "LibTorch intra-op threads; 0: one per core");
 ABSL_FLAG(int, pipeline_threads, 0, "Decode/encode threads; 0: one per core");
-ABSL_FLAG(int, batch_slots, 2, "Batches in flight at once (see Status.free_batch_slots)");
+ABSL_FLAG(int, instances, 0,
+          "Forward passes run at once; 0: 2 on a CPU (one pass over a small input leaves "
+          "cores idle, see docs/BENCHMARKS.md), 1 on CUDA");
+ABSL_FLAG(int, batch_slots, 0,
+          "Batches in flight at once (see Status.free_batch_slots); 0: instances + 1");
 ABSL_FLAG(int, max_forward_batch, 32, "Largest forward pass, in network inputs");
 ABSL_FLAG(int64_t, max_image_bytes, 64 << 20, "Largest encoded image accepted, in bytes");
 ABSL_FLAG(int64_t, max_image_pixels, 50'000'000, "Largest decoded image, in pixels");
@@ -52,7 +56,11 @@ int Run() {
   options.runtime.channels_last = absl::StartsWith(options.runtime.device, "cuda");
   options.limits.max_bytes = absl::GetFlag(FLAGS_max_image_bytes);
   options.limits.max_pixels = absl::GetFlag(FLAGS_max_image_pixels);
-  options.batch_slots = std::max(1, absl::GetFlag(FLAGS_batch_slots));
+  const int instances =
+      deeplab::DefaultInstances(absl::GetFlag(FLAGS_instances), options.runtime.device);
+  options.instances = instances;
+  options.batch_slots = absl::GetFlag(FLAGS_batch_slots) > 0 ? absl::GetFlag(FLAGS_batch_slots)
+                                                             : instances + 1;
   options.max_forward_batch = std::max(1, absl::GetFlag(FLAGS_max_forward_batch));
   options.pipeline_threads =
       absl::GetFlag(FLAGS_pipeline_threads) > 0 ? absl::GetFlag(FLAGS_pipeline_threads) : cores;
