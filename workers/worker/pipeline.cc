@@ -239,35 +239,19 @@ ItemScores ComputeLabels(const PreparedImage& image, const torch::Tensor& scores
   planes = planes.contiguous();
 
   ItemScores out;
-  if (!want_probabilities) {
-    out.labels = UpsampleArgmax(planes, height, width, config.align_corners);
-    return out;
-  }
-  out.labels = cv::Mat(height, width, CV_8UC1, cv::Scalar(0));
-  cv::Mat best(height, width, CV_32FC1, cv::Scalar(-std::numeric_limits<float>::infinity()));
-  if (want_probabilities) out.probabilities.resize(classes);
   // Labels are the argmax of the resized scores (logits unless the network or the tiling
   // produced probabilities), whether or not probabilities are asked for.
-  ForEachResizedChannelBlock(
-      planes, height, width, config.align_corners, [&](int64_t c0, const torch::Tensor& block) {
-        for (int64_t k = 0; k < block.size(0); ++k) {
-          cv::Mat plane(height, width, CV_32FC1, block[k].data_ptr<float>());
-          cv::Mat better = plane > best;  // strict: ties keep the lower class, like argmax
-          plane.copyTo(best, better);
-          out.labels.setTo(cv::Scalar(static_cast<double>(c0 + k)), better);
-          if (want_probabilities && probabilities) out.probabilities[c0 + k] = plane.clone();
-        }
-      });
-  if (want_probabilities && !probabilities) {
-    ForEachResizedChannelBlock(torch::softmax(planes, 0), height, width, config.align_corners,
-                               [&](int64_t c0, const torch::Tensor& block) {
-                                 for (int64_t k = 0; k < block.size(0); ++k) {
-                                   out.probabilities[c0 + k] =
-                                       cv::Mat(height, width, CV_32FC1, block[k].data_ptr<float>())
-                                           .clone();
-                                 }
-                               });
-  }
+  out.labels = UpsampleArgmax(planes, height, width, config.align_corners);
+  if (!want_probabilities) return out;
+  out.probabilities.resize(classes);
+  ForEachResizedChannelBlock(probabilities ? planes : torch::softmax(planes, 0), height, width,
+                             config.align_corners, [&](int64_t c0, const torch::Tensor& block) {
+                               for (int64_t k = 0; k < block.size(0); ++k) {
+                                 out.probabilities[c0 + k] =
+                                     cv::Mat(height, width, CV_32FC1, block[k].data_ptr<float>())
+                                         .clone();
+                               }
+                             });
   return out;
 }
 
