@@ -82,6 +82,7 @@ class SchedulerImpl final : public Scheduler {
   absl::Time NextWakeup() const override;
   int QueueLength(const std::string& model) const override;
   int QueuedCost(const std::string& model) const override;
+  absl::Duration OldestWait(const std::string& model) const override;
   int FreeSlots(const std::string& worker) const override;
 
  private:
@@ -453,6 +454,13 @@ int SchedulerImpl::QueuedCost(const std::string& model) const {
   auto it = queues_.find(model);
   if (it == queues_.end()) return 0;
   return static_cast<int>(std::min<int64_t>(it->second.cost, std::numeric_limits<int>::max()));
+}
+
+absl::Duration SchedulerImpl::OldestWait(const std::string& model) const {
+  AnnotatedMutexLock lock(&mu_);
+  auto it = queues_.find(model);
+  if (it == queues_.end() || it->second.length == 0) return absl::ZeroDuration();
+  return std::max(absl::ZeroDuration(), clock_->Now() - OldestEnqueueTime(it->second));
 }
 
 int SchedulerImpl::FreeSlots(const std::string& worker) const {

@@ -134,6 +134,8 @@ class Scheduler {
   // Introspection for metrics and tests.
   virtual int QueueLength(const std::string& model) const = 0;
   virtual int QueuedCost(const std::string& model) const = 0;
+  // How long the longest-waiting queued task of the model has waited; zero when none waits.
+  virtual absl::Duration OldestWait(const std::string& model) const = 0;
   virtual int FreeSlots(const std::string& worker) const = 0;
 };
 

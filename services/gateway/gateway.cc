@@ -80,6 +80,12 @@ Gateway::Gateway(GatewayOptions options, GatewayMetrics* metrics)
     std::abort();  // options are validated by main before we get here
   }
   scheduler_ = *std::move(created);
+  auto estimator = scheduler::LoadEstimator::Create(options_.autoscale, scheduler::RealClock::Get());
+  if (!estimator.ok()) {
+    std::cerr << "deeplab-gateway: " << estimator.status() << std::endl;
+    std::abort();  // validated by main too
+  }
+  load_ = *std::move(estimator);
   pool_ = std::make_unique<WorkerPool>(options_.pool, scheduler_.get(), [this] {
     std::function<void()> callback;
     {
@@ -176,12 +182,16 @@ uint64_t Gateway::Submit(const v1::SegmentRequest& request, v1::SegmentResponse*
                   "unknown");
   }
   if (!route->ready) {
+    // Offered load all the same: with no worker ready, autoscaling must still see demand.
+    load_->RecordArrival(model, 1);
     return refuse(absl::UnavailableError(absl::StrCat(
                       "weight set '", model, "' is not ready on any worker; see ListModels")),
                   model);
   }
   absl::StatusOr<int> cost = Cost(request, *route);
   if (!cost.ok()) return refuse(cost.status(), model);
+  // Before Enqueue: a request refused because the queue is full is demand too.
+  load_->RecordArrival(model, *cost);
 
   auto pending = std::make_shared<Pending>();
   pending->request = &request;
@@ -296,7 +306,12 @@ void Gateway::OnBatchDone(std::shared_ptr<BatchCall> call, grpc::Status status) 
     return;
   }
   std::map<std::string, const scheduler::Task*> tasks;
-  for (const auto& task : call->tasks) tasks[absl::StrCat(task.id)] = &task;
+  int batch_cost = 0;
+  for (const auto& task : call->tasks) {
+    tasks[absl::StrCat(task.id)] = &task;
+    batch_cost += task.cost;
+  }
+  load_->RecordBatch(call->model, batch_cost, now - call->start);
   std::set<uint64_t> answered;
   for (v1::ItemResult& item : *call->response.mutable_items()) {
     auto it = tasks.find(item.id());
@@ -351,12 +366,9 @@ void Gateway::Loop() {
   for (;;) {
     scheduler_->Poll();
     if (metrics_ != nullptr && absl::Now() >= next_metrics_update) {
-      // Queue depth is sampled, not tracked per request: a few times a second is plenty.
+      // Sampled, not tracked per request: a few times a second is plenty.
       next_metrics_update = absl::Now() + absl::Milliseconds(250);
-      const v1::ListModelsResponse models = pool_->ListModels();
-      for (const auto& m : models.models()) {
-        metrics_->SetQueueDepth(m.name(), scheduler_->QueueLength(m.name()));
-      }
+      UpdateLoadMetrics();
     }
     const absl::Time wake = std::min(scheduler_->NextWakeup(), absl::Now() + absl::Seconds(1));
     absl::MutexLock lock(&mu_);
@@ -365,6 +377,20 @@ void Gateway::Loop() {
     if (stopping_) return;
     kicked_ = false;
   }
+}
+
+void Gateway::UpdateLoadMetrics() {
+  const double slots = pool_->MeanBatchSlots();
+  if (slots > 0) slots_per_worker_ = slots;
+  std::vector<scheduler::ModelLoad> loads;
+  for (const std::string& model : pool_->ModelNames()) {
+    const scheduler::ModelLoad load = load_->Load(model, scheduler_->QueuedCost(model));
+    loads.push_back(load);
+    metrics_->SetQueueDepth(model, scheduler_->QueueLength(model));
+    metrics_->SetLoad(model, absl::ToDoubleSeconds(scheduler_->OldestWait(model)),
+                      load.slot_demand);
+  }
+  metrics_->SetWorkersNeeded(load_->WorkersNeeded(loads, slots_per_worker_));
 }
 
 v1::ListModelsResponse Gateway::ListModels() const { return pool_->ListModels(); }

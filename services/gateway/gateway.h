@@ -22,6 +22,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "deeplab/v1/segmentation.pb.h"
+#include "scheduler/load_estimator.h"
 #include "scheduler/scheduler.h"
 #include "services/gateway/gateway_metrics.h"
 #include "services/gateway/worker_pool.h"
@@ -32,6 +33,8 @@ struct GatewayOptions {
   WorkerPoolOptions pool;
   // Runs a request may take part in before it is answered UNAVAILABLE (see scheduler.h).
   int max_attempts = 3;
+  // What the workers_needed metric plans for (validated by main).
+  scheduler::LoadEstimatorOptions autoscale;
 };
 
 class Gateway {
@@ -75,12 +78,17 @@ class Gateway {
   absl::StatusOr<int> Cost(const v1::SegmentRequest& request, const WorkerPool::ModelRoute& route);
   void Loop();
   void Kick();
+  // Refreshes the sampled gauges: queue depth, queue age and the autoscaling signal.
+  void UpdateLoadMetrics();
   std::string ModelLabel(const std::string& model) const;
 
   const GatewayOptions options_;
   GatewayMetrics* const metrics_;
   std::unique_ptr<scheduler::Scheduler> scheduler_;
   std::unique_ptr<WorkerPool> pool_;
+  std::unique_ptr<scheduler::LoadEstimator> load_;
+  // Batch slots per worker as last seen, for when no worker is healthy (loop thread only).
+  double slots_per_worker_ = 0;
 
   mutable absl::Mutex mu_;
   std::map<uint64_t, std::shared_ptr<Pending>> pending_ ABSL_GUARDED_BY(mu_);

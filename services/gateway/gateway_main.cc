@@ -29,6 +29,12 @@ ABSL_FLAG(absl::Duration, status_interval, absl::Seconds(1), "How often workers 
 ABSL_FLAG(absl::Duration, resolve_interval, absl::Seconds(5),
           "How often a dns:/// worker name is resolved again");
 ABSL_FLAG(int, max_attempts, 3, "Workers a request may fail on before it is answered UNAVAILABLE");
+ABSL_FLAG(absl::Duration, autoscale_queue_target, absl::Seconds(1),
+          "Queue time that deeplab_gateway_workers_needed plans for");
+ABSL_FLAG(double, autoscale_utilization, 0.8,
+          "Share of each worker's batch slots that deeplab_gateway_workers_needed plans busy");
+ABSL_FLAG(absl::Duration, autoscale_window, absl::Seconds(30),
+          "Time constant of the arrival-rate and service-time averages behind workers_needed");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(60),
           "On SIGTERM, how long queued and running requests may take to finish");
 
@@ -44,6 +50,13 @@ int Run() {
   options.max_attempts = absl::GetFlag(FLAGS_max_attempts);
   if (auto targets = deeplab::ParseWorkerTargets(options.pool.workers); !targets.ok()) {
     std::cerr << "deeplab-gateway: --workers: " << targets.status().message() << "\n";
+    return 2;
+  }
+  options.autoscale.queue_target = absl::GetFlag(FLAGS_autoscale_queue_target);
+  options.autoscale.utilization = absl::GetFlag(FLAGS_autoscale_utilization);
+  options.autoscale.window = absl::GetFlag(FLAGS_autoscale_window);
+  if (absl::Status s = options.autoscale.Validate(); !s.ok()) {
+    std::cerr << "deeplab-gateway: bad --autoscale-* flag: " << s.message() << "\n";
     return 2;
   }
   if (options.max_attempts < 1) {

@@ -35,6 +35,22 @@ GatewayMetrics::GatewayMetrics(prometheus::Registry& registry)
                        .Name("deeplab_gateway_queue_depth")
                        .Help("Requests waiting in the gateway, by weight set")
                        .Register(registry)),
+      queue_oldest_seconds_(prometheus::BuildGauge()
+                                .Name("deeplab_gateway_queue_oldest_seconds")
+                                .Help("Seconds the oldest waiting request has waited, by "
+                                      "weight set")
+                                .Register(registry)),
+      slot_demand_(prometheus::BuildGauge()
+                       .Name("deeplab_gateway_slot_demand")
+                       .Help("Worker batch slots the weight set's load needs: arrival rate "
+                             "times measured work, plus the backlog to drain within the "
+                             "queue-time target")
+                       .Register(registry)),
+      workers_needed_(prometheus::BuildGauge()
+                          .Name("deeplab_gateway_workers_needed")
+                          .Help("Workers needed to keep queue time under the target; what "
+                                "worker autoscaling follows")
+                          .Register(registry)),
       workers_(prometheus::BuildGauge()
                    .Name("deeplab_gateway_workers")
                    .Help("Workers known to the gateway, by state")
@@ -69,6 +85,14 @@ void GatewayMetrics::ObserveBatch(const std::string& model, int size) {
 void GatewayMetrics::SetQueueDepth(const std::string& model, int tasks) {
   queue_depth_.Add({{"model", model}}).Set(tasks);
 }
+
+void GatewayMetrics::SetLoad(const std::string& model, double oldest_wait_seconds,
+                             double slot_demand) {
+  queue_oldest_seconds_.Add({{"model", model}}).Set(oldest_wait_seconds);
+  slot_demand_.Add({{"model", model}}).Set(slot_demand);
+}
+
+void GatewayMetrics::SetWorkersNeeded(int workers) { workers_needed_.Add({}).Set(workers); }
 
 void GatewayMetrics::SetWorkers(int healthy, int unhealthy) {
   workers_.Add({{"state", "healthy"}}).Set(healthy);

@@ -21,6 +21,10 @@ class GatewayMetrics {
   void ObserveRun(const std::string& model, double queue_seconds, double compute_seconds);
   void ObserveBatch(const std::string& model, int size);
   void SetQueueDepth(const std::string& model, int tasks);
+  // The autoscaling signal (scheduler/load_estimator.h): how long the oldest queued request
+  // of the weight set has waited, the batch slots its load needs, and the workers needed.
+  void SetLoad(const std::string& model, double oldest_wait_seconds, double slot_demand);
+  void SetWorkersNeeded(int workers);
   void SetWorkers(int healthy, int unhealthy);
   void CountRetry(const std::string& model);
   // reason: queue_full, deadline, not_ready, unknown_model, invalid, draining, cancelled.
@@ -33,6 +37,9 @@ class GatewayMetrics {
   prometheus::Family<prometheus::Histogram>& compute_seconds_;
   prometheus::Family<prometheus::Histogram>& batch_size_;
   prometheus::Family<prometheus::Gauge>& queue_depth_;
+  prometheus::Family<prometheus::Gauge>& queue_oldest_seconds_;
+  prometheus::Family<prometheus::Gauge>& slot_demand_;
+  prometheus::Family<prometheus::Gauge>& workers_needed_;
   prometheus::Family<prometheus::Gauge>& workers_;
   prometheus::Family<prometheus::Counter>& retries_;
   prometheus::Family<prometheus::Counter>& rejections_;

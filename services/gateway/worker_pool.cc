@@ -370,6 +370,18 @@ int WorkerPool::HealthyWorkers() const {
   return n;
 }
 
+double WorkerPool::MeanBatchSlots() const {
+  absl::MutexLock lock(&mu_);
+  int healthy = 0;
+  double slots = 0;
+  for (const auto& [address, w] : workers_) {
+    if (!w->healthy) continue;
+    ++healthy;
+    slots += w->status.batch_slots();
+  }
+  return healthy == 0 ? 0 : slots / healthy;
+}
+
 int WorkerPool::KnownWorkers() const {
   absl::MutexLock lock(&mu_);
   return static_cast<int>(workers_.size());

@@ -98,6 +98,8 @@ class WorkerPool {
   std::optional<ModelRoute> Route(const std::string& model) const;
   std::vector<std::string> ModelNames() const;
   int HealthyWorkers() const;
+  // Mean batch slots of the healthy workers; 0 when none is healthy.
+  double MeanBatchSlots() const;
   int KnownWorkers() const;
 
  private:

@@ -65,9 +65,13 @@ double MetricValue(const std::string& exposition, const std::string& series) {
 }
 
 Server StartServer(const std::string& binary, const std::string& name,
-                   std::vector<std::string> args, const std::string& ready_line) {
-  std::vector<std::string> argv = {binary, "--host", "127.0.0.1", "--port", "0",
-                                   "--metrics-port", "0"};
+                   std::vector<std::string> args, const std::string& ready_line,
+                   const std::vector<std::string>& wrapper) {
+  std::vector<std::string> argv = wrapper;
+  argv.push_back(binary);
+  for (const char* word : {"--host", "127.0.0.1", "--port", "0", "--metrics-port", "0"}) {
+    argv.push_back(word);
+  }
   argv.insert(argv.end(), args.begin(), args.end());
   auto process = ChildProcess::Start(argv);
   EXPECT_TRUE(process.ok()) << process.status();

@@ -30,9 +30,11 @@ struct Server {
 
 // Starts `binary` with `args` plus --host 127.0.0.1 --port 0 --metrics-port 0, reads the
 // "<name>: grpc" and "<name>: metrics" lines, then waits for a line starting with
-// "<name>: <ready_line>" (none when ready_line is empty).
+// "<name>: <ready_line>" (none when ready_line is empty). A non-empty `wrapper` is a command
+// that runs the server: its words come first, then the binary and its arguments.
 Server StartServer(const std::string& binary, const std::string& name,
-                   std::vector<std::string> args, const std::string& ready_line);
+                   std::vector<std::string> args, const std::string& ready_line,
+                   const std::vector<std::string>& wrapper = {});
 
 Server StartWorker(const std::string& models, const std::string& ready_line = "ready",
                    std::vector<std::string> extra_args = {});

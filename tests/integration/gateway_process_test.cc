@@ -10,6 +10,7 @@
 #include <atomic>
 #include <filesystem>
 #include <future>
+#include <set>
 #include <opencv2/imgcodecs.hpp>
 #include <thread>
 
@@ -274,6 +275,143 @@ TEST_F(GatewayProcessTest, WorkersFoundThroughDns) {
   grpc::Status s = stub->Segment(&ctx, Request("colour", BandsPng(12, 18)), &resp);
   ASSERT_TRUE(s.ok()) << s.error_message();
   EXPECT_EQ(resp.timing().worker(), "127.0.0.1:" + port);
+}
+
+// Polls the gateway's metrics until `series` has `value`; false after the timeout.
+bool WaitMetric(const std::string& metrics_address, const std::string& series, double value,
+                absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    if (MetricValue(Scrape(metrics_address), series) == value) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
+}
+
+// The worker each of n sequential requests ran on.
+std::set<std::string> WorkersServing(v1::Segmentation::Stub& stub, int n) {
+  std::set<std::string> workers;
+  for (int i = 0; i < n; ++i) {
+    grpc::ClientContext ctx;
+    v1::SegmentResponse resp;
+    grpc::Status s = stub.Segment(&ctx, Request("colour", BandsPng(12, 18)), &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    workers.insert(resp.timing().worker());
+  }
+  return workers;
+}
+
+// How Kubernetes scales workers: the headless Service's DNS name gains and loses addresses
+// while the gateway runs. Here the gateway runs in its own mount namespace where /etc/hosts
+// is a file the test rewrites (the resolver reads it on every lookup); the workers listen
+// on 127.0.0.2 and 127.0.0.3 with the same port, as pods do on their own IPs.
+TEST_F(GatewayProcessTest, GatewayFollowsDnsAsWorkersAreAddedAndRemoved) {
+  auto probe = deeplab::testing::RunProgram(
+      {"/usr/bin/unshare", "-m", "--propagation", "private", "true"}, absl::Seconds(10));
+  if (!probe.ok() || probe->exit_code != 0) {
+    GTEST_SKIP() << "needs `unshare -m` (root, mount namespaces) to give the gateway its own "
+                    "/etc/hosts";
+  }
+  Server a = StartWorker(*repo_, "ready", {"--host", "127.0.0.2"});
+  const std::string port = a.grpc_address.substr(a.grpc_address.rfind(':') + 1);
+  Server b = StartWorker(*repo_, "ready", {"--host", "127.0.0.3", "--port", port});
+  ASSERT_EQ(a.grpc_address, "127.0.0.2:" + port);
+  ASSERT_EQ(b.grpc_address, "127.0.0.3:" + port);
+
+  const std::string hosts = std::filesystem::temp_directory_path() /
+                            ("deeplab_gateway_hosts_" + std::to_string(getpid()));
+  // Rewritten in place: the bind mount follows the file's inode, not its name.
+  auto list = [&](const std::vector<std::string>& ips) {
+    std::string text = "127.0.0.1 localhost\n";
+    for (const std::string& ip : ips) text += ip + " deeplab-workers-test\n";
+    deeplab::testing::WriteFile(hosts, text);
+  };
+  list({"127.0.0.2"});
+  Server gw = deeplab::testing::StartServer(
+      DEEPLAB_GATEWAY_BINARY, "deeplab-gateway",
+      {"--workers", "dns:///deeplab-workers-test:" + port, "--resolve-interval", "100ms",
+       "--status-interval", "100ms"},
+      "",
+      {"/usr/bin/unshare", "-m", "--propagation", "private", "/bin/sh", "-c",
+       "mount --bind \"$0\" /etc/hosts && exec \"$@\"", hosts});
+  ASSERT_TRUE(WaitServing(gw.channel, absl::Seconds(30)));
+  auto stub = v1::Segmentation::NewStub(gw.channel);
+  ASSERT_TRUE(WaitModelReady(*stub, "colour", absl::Seconds(60)));
+  const std::string healthy = "deeplab_gateway_workers{state=\"healthy\"}";
+  const std::string unhealthy = "deeplab_gateway_workers{state=\"unhealthy\"}";
+  EXPECT_TRUE(WaitMetric(gw.metrics_address, healthy, 1, absl::Seconds(10)));
+  EXPECT_EQ(WorkersServing(*stub, 4), std::set<std::string>{a.grpc_address});
+
+  // Scale up: the second address appears and takes work.
+  list({"127.0.0.2", "127.0.0.3"});
+  ASSERT_TRUE(WaitMetric(gw.metrics_address, healthy, 2, absl::Seconds(10)));
+  // The scheduler sends work to the least loaded worker, so a burst larger than one
+  // worker's batch slots must spill onto the new one.
+  const std::string image = Photo("image2.jpg");
+  std::vector<std::future<std::string>> calls;
+  for (int i = 0; i < 12; ++i) {
+    calls.push_back(std::async(std::launch::async, [&] {
+      grpc::ClientContext ctx;
+      v1::SegmentResponse resp;
+      grpc::Status s = stub->Segment(&ctx, Request("slow", image), &resp);
+      EXPECT_TRUE(s.ok()) << s.error_message();
+      return resp.timing().worker();
+    }));
+  }
+  std::set<std::string> seen;
+  for (auto& c : calls) seen.insert(c.get());
+  EXPECT_EQ(seen, (std::set<std::string>{a.grpc_address, b.grpc_address}));
+
+  // Scale down: the first address leaves DNS while its worker still runs; the gateway stops
+  // using it rather than waiting for it to fail.
+  list({"127.0.0.3"});
+  ASSERT_TRUE(WaitMetric(gw.metrics_address, healthy, 1, absl::Seconds(10)));
+  EXPECT_EQ(MetricValue(Scrape(gw.metrics_address), unhealthy), 0);
+  EXPECT_EQ(WorkersServing(*stub, 6), std::set<std::string>{b.grpc_address});
+  std::filesystem::remove(hosts);
+}
+
+// The autoscaling signal: at rest the gateway asks for min_workers (1); under a burst that
+// queues on one worker, it asks for more, and exports how long the oldest request waited.
+TEST_F(GatewayProcessTest, WorkersNeededRisesWhenRequestsQueue) {
+  Server worker = StartWorker(*repo_);
+  Server gw = StartGateway(worker.grpc_address, {"--autoscale-queue-target", "100ms"});
+  ASSERT_TRUE(WaitServing(gw.channel, absl::Seconds(30)));
+  auto stub = v1::Segmentation::NewStub(gw.channel);
+  ASSERT_TRUE(WaitModelReady(*stub, "slow", absl::Seconds(60)));
+  EXPECT_TRUE(WaitMetric(gw.metrics_address, "deeplab_gateway_workers_needed", 1,
+                         absl::Seconds(10)));
+
+  const std::string image = Photo("image2.jpg");
+  std::atomic<bool> done{false};
+  std::vector<std::future<void>> clients;
+  for (int i = 0; i < 12; ++i) {
+    clients.push_back(std::async(std::launch::async, [&] {
+      for (int k = 0; k < 3; ++k) {
+        grpc::ClientContext ctx;
+        v1::SegmentResponse resp;
+        grpc::Status s = stub->Segment(&ctx, Request("slow", image), &resp);
+        EXPECT_TRUE(s.ok()) << s.error_message();
+      }
+    }));
+  }
+  double most_needed = 0, oldest_wait = 0, demand = 0;
+  std::thread watcher([&] {
+    while (!done.load()) {
+      const std::string m = Scrape(gw.metrics_address);
+      most_needed = std::max(most_needed, MetricValue(m, "deeplab_gateway_workers_needed"));
+      oldest_wait = std::max(
+          oldest_wait, MetricValue(m, "deeplab_gateway_queue_oldest_seconds{model=\"slow\"}"));
+      demand = std::max(demand, MetricValue(m, "deeplab_gateway_slot_demand{model=\"slow\"}"));
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  });
+  for (auto& c : clients) c.get();
+  done = true;
+  watcher.join();
+  EXPECT_GE(most_needed, 2);
+  EXPECT_GT(oldest_wait, 0);
+  EXPECT_GT(demand, 1);
 }
 
 TEST_F(GatewayProcessTest, AWorkerThatStartsLaterIsPickedUpAndSigtermDrains) {

@@ -302,6 +302,24 @@ TEST_F(SchedulerTest, BatchIsBoundedInCostUnits) {
   EXPECT_EQ(scheduler_->FreeSlots("w"), 1);
 }
 
+TEST_F(SchedulerTest, OldestWaitIsTheLongestWaitingTaskOfTheModel) {
+  ASSERT_TRUE(scheduler_->SetQueue("a", Options(8, absl::Seconds(10))).ok());
+  ASSERT_TRUE(scheduler_->SetQueue("b", Options(8, absl::Seconds(10))).ok());
+  EXPECT_EQ(scheduler_->OldestWait("a"), absl::ZeroDuration());
+  EXPECT_EQ(scheduler_->OldestWait("no-such-model"), absl::ZeroDuration());
+  Enqueue(1, "a", 1, /*priority=*/2);
+  clock_.Advance(absl::Seconds(2));
+  Enqueue(2, "a", 1, /*priority=*/0);  // another line: still task 1 is the oldest
+  Enqueue(3, "b");
+  clock_.Advance(absl::Seconds(1));
+  EXPECT_EQ(scheduler_->OldestWait("a"), absl::Seconds(3));
+  EXPECT_EQ(scheduler_->OldestWait("b"), absl::Seconds(1));
+  ASSERT_TRUE(scheduler_->Cancel(1));
+  EXPECT_EQ(scheduler_->OldestWait("a"), absl::Seconds(1));
+  ASSERT_TRUE(scheduler_->Cancel(2));
+  EXPECT_EQ(scheduler_->OldestWait("a"), absl::ZeroDuration());
+}
+
 TEST_F(SchedulerTest, TaskCostlierThanMaxBatchSizeGoesAloneAndInOrder) {
   ASSERT_TRUE(scheduler_->SetQueue("a", Options(4, absl::ZeroDuration())).ok());
   Enqueue(1, "a", 1);
