@@ -13,6 +13,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "common/process_metrics.h"
 #include "common/server_main.h"
 #include "services/gateway/gateway.h"
 #include "services/gateway/gateway_service.h"
@@ -77,7 +78,10 @@ int Run() {
     std::cerr << "deeplab-gateway: " << endpoints.status().message() << "\n";
     return 1;
   }
+  // The exposer holds collectables weakly: keep them alive for the life of the process.
+  std::shared_ptr<prometheus::Collectable> process_metrics = deeplab::MakeProcessCollector();
   endpoints->exposer->RegisterCollectable(registry);
+  endpoints->exposer->RegisterCollectable(process_metrics);
   grpc::Server& server = *endpoints->server;
   std::cout << "deeplab-gateway: grpc " << host << ":" << endpoints->port << std::endl;
   std::cout << "deeplab-gateway: metrics " << host << ":" << endpoints->metrics_port

@@ -149,7 +149,8 @@ TEST_F(GatewayProcessTest, BurstIsBatchedAcrossTwoWorkersAndEveryAnswerIsRight) 
             kRequests);
   for (const char* name : {"deeplab_gateway_request_seconds_bucket", "deeplab_gateway_queue_seconds",
                            "deeplab_gateway_compute_seconds", "deeplab_gateway_queue_depth",
-                           "deeplab_gateway_workers{state=\"healthy\"} 2"}) {
+                           "deeplab_gateway_workers{state=\"healthy\"} 2",
+                           "deeplab_process_resident_memory_bytes"}) {
     EXPECT_THAT(metrics, HasSubstr(name));
   }
 }

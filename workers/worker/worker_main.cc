@@ -16,6 +16,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "common/process_metrics.h"
 #include "common/server_main.h"
 #include "workers/worker/engine.h"
 #include "workers/worker/worker_service.h"

@@ -5,13 +5,11 @@
 #ifndef DEEPLAB_WORKERS_WORKER_WORKER_METRICS_H_
 #define DEEPLAB_WORKERS_WORKER_WORKER_METRICS_H_
 
-#include <prometheus/collectable.h>
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
-#include <functional>
 #include <memory>
 #include <string>
 
@@ -38,11 +36,6 @@ class WorkerMetrics {
   prometheus::Family<prometheus::Gauge>& ready_;
   prometheus::Family<prometheus::Gauge>& slots_;
 };
-
-// Process metrics read at scrape time: deeplab_process_resident_memory_bytes and, where
-// `device_memory` is given (CUDA), deeplab_device_memory_used_bytes.
-std::shared_ptr<prometheus::Collectable> MakeProcessCollector(
-    std::function<double()> device_memory = nullptr);
 
 // A gRPC status code's canonical name, e.g. 3 -> "INVALID_ARGUMENT".
 std::string CodeName(int code);
