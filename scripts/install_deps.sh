@@ -10,6 +10,7 @@ PACKAGES=(
   libopencv-dev prometheus-cpp-dev libabsl-dev libhdf5-dev zlib1g-dev libssl-dev
   libgtest-dev libgmock-dev
   python3 python3-torch python3-numpy python3-h5py python3-grpcio python3-grpc-tools
+  python3-yaml prometheus                        # deploy/ checks: PyYAML, promtool
 )
 
 missing=()
