@@ -1,7 +1,7 @@
 // deeplab-gateway: the public front door. Batches Segment requests per weight set and runs
 // them on workers.
 //   deeplab-gateway --port 8000 --metrics-port 9100 --workers host:port,host:port
-//   deeplab-gateway --workers dns:///deeplab-workers.default.svc.cluster.local:8001
+//   deeplab-gateway --workers dns:///deeplab-worker.deeplab.svc.cluster.local:8001
 #include <grpcpp/grpcpp.h>
 #include <prometheus/registry.h>
 

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# deploy/validate.sh must fail on broken manifests, each time for the right reason: it runs
+# on a scratch copy of deploy/ with one mistake at a time, and expects exit 1 and a message
+# naming the mistake.
+# Usage: validate_mutations_test.sh SOURCE_DIR [GATEWAY_BINARY WORKER_BINARY]
+# Exit 77 (skipped) where validate.sh itself skips (no kubectl, node or npm).
+set -euo pipefail
+src=$1
+binaries=()
+[ $# -lt 3 ] || binaries=(--gateway "$2" --worker "$3")
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+# The copy: deploy/ (the manifests, the validator and any installed packages), the
+# configs of models/ that sync-model-configs.sh compares against, and the init container's
+# script, whose flags the validator reads.
+mkdir -p "$tmp/repo/models" "$tmp/repo/scripts"
+cp "$src/scripts/prepare_models.sh" "$src/scripts/fetch_weights.sh" "$tmp/repo/scripts/"
+# -a keeps the times that tell validate.sh its node_modules is up to date (a copy, never a
+# link: npm ci would empty the original through it).
+cp -a "$src/deploy" "$tmp/repo/deploy"
+for config in "$src"/models/*/config.pbtxt; do
+  name=$(basename "$(dirname "$config")")
+  mkdir -p "$tmp/repo/models/$name"
+  cp "$config" "$tmp/repo/models/$name/"
+done
+# deploy/prometheus has tests of its own; here its check would only slow every run.
+rm -f "$tmp/repo/deploy/prometheus/check.sh"
+k8s="$tmp/repo/deploy/k8s"
+
+set +e
+out=$(bash "$tmp/repo/deploy/validate.sh" "${binaries[@]}" 2>&1); rc=$?
+set -e
+[ $rc -eq 77 ] && { echo "$out" | tail -n1; exit 77; }
+[ $rc -eq 0 ] || fail "the unbroken copy does not validate (exit $rc): $out"
+
+# mutate FILE PERL_SUBSTITUTION EXPECTED_MESSAGE: breaks FILE (relative to deploy/k8s),
+# expects validate.sh to fail saying EXPECTED_MESSAGE, and puts FILE back.
+checked=0
+mutate() {
+  local file="$k8s/$1"
+  cp "$file" "$tmp/saved"
+  perl -0pi -e "$2" "$file"
+  cmp -s "$file" "$tmp/saved" && fail "mutation '$2' changed nothing in $1"
+  set +e
+  out=$(bash "$tmp/repo/deploy/validate.sh" "${binaries[@]}" 2>&1); rc=$?
+  set -e
+  cp "$tmp/saved" "$file"
+  [ $rc -eq 1 ] || fail "$1 with '$2': validate.sh exited $rc, expected 1: $out"
+  case "$out" in
+    *"$3"*) checked=$((checked + 1)) ;;
+    *) fail "$1 with '$2': expected '$3' in: $out" ;;
+  esac
+}
+
+# Schema: a misspelt field, and a value of the wrong type.
+mutate base/worker.yaml 's/readOnlyRootFilesystem: true/readOnlyRootFileSystem: true/' \
+  "unknown field spec.template.spec.initContainers[0].securityContext.readOnlyRootFileSystem"
+mutate base/gateway.yaml 's/containerPort: 9100/containerPort: "9100"/' \
+  "Deployment/deeplab-gateway: schema: /spec/template/spec/containers/0/ports/1/containerPort must be integer"
+mutate components/keda/scaledobject.yaml 's/pollingInterval: 15/pollingIntervall: 15/' \
+  "ScaledObject/deeplab-worker: unknown field spec.pollingIntervall"
+mutate components/keda/scaledobject.yaml 's/threshold: "1"/treshold: "1"/' \
+  "prometheus trigger has no metadata.threshold"
+# Ports: a probe on a port the container does not have; a flag and a port that disagree.
+mutate base/worker.yaml 's/(readinessProbe:\n\s+grpc:\n\s+port:) 8001/$1 8002/' \
+  "readinessProbe port 8002 is not a container port"
+mutate base/worker.yaml 's/--metrics-port=9101/--metrics-port=9102/' \
+  "port metrics is 9101 but --metrics-port is 9102"
+# Names: the gateway's DNS name, a Service selector, an autoscaler's target.
+mutate base/gateway.yaml 's#dns:///deeplab-worker:8001#dns:///deeplab-workers:8001#' \
+  "--workers names Service deeplab-workers, which does not exist"
+mutate base/gateway.yaml 's#dns:///deeplab-worker:8001#dns:///deeplab-worker:8000#' \
+  "--workers port 8000 is not a port of Service deeplab-worker"
+mutate base/worker.yaml 's/clusterIP: None\n//' "it must be headless (clusterIP: None)"
+mutate base/gateway.yaml 's/(kind: Service\n(?:.*\n)*?spec:\n(?:.*\n)*?  selector:\n\s+app.kubernetes.io\/name:) deeplab-gateway/$1 deeplab-gatway/' \
+  "Service/deeplab-gateway: selector"
+mutate base/worker-autoscaler.yaml 's/(scaleTargetRef:\n(?:.*\n)*?\s+name:) deeplab-worker/$1 deeplab-wroker/' \
+  "scale target Deployment/deeplab-wroker does not exist"
+# Flags a program does not have.
+mutate base/worker.yaml 's/--baked=/--bakd=/' "prepare_models.sh has no flag --bakd"
+if [ ${#binaries[@]} -gt 0 ]; then
+  mutate overlays/gpu/worker-gpu.yaml 's/--pipeline-threads=4/--pipline-threads=4/' \
+    "worker has no flag --pipline-threads"
+fi
+# Shutdown: a grace period the drain does not fit in.
+mutate base/worker.yaml 's/terminationGracePeriodSeconds: 90/terminationGracePeriodSeconds: 70/' \
+  "terminationGracePeriodSeconds 70 does not exceed --drain-timeout (60s) + preStop sleep (15s)"
+# Weight sets: a name with no config; a config out of step with models/.
+mutate overlays/gpu/kustomization.yaml 's/load=demo,pascal_voc,cityscapes/load=demo,pascal_vco/' \
+  "--load names 'pascal_vco', which has no pascal_vco.config.pbtxt"
+mutate base/model-configs/demo.config.pbtxt 's/max_batch_size: 32/max_batch_size: 16/' \
+  "differs or missing: demo.config.pbtxt"
+# Components: KEDA left beside the HPA; a shared volume that keeps the emptyDir too.
+mutate components/keda/kustomization.yaml 's/\$patch: delete/\$patch: merge/' \
+  "is already scaled by"
+mutate components/models-pvc/kustomization.yaml 's/\s+# null removes.*\n\s+emptyDir: null//' \
+  "volume models has 2 sources"
+# kustomize itself: a resource that is not there.
+mutate base/kustomization.yaml 's/- worker-autoscaler.yaml/- worker-autoscaler.yml/' \
+  "FAIL cpu: kubectl kustomize"
+
+echo "validate_mutations_test: OK ($checked mistakes caught)"
