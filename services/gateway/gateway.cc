@@ -217,6 +217,10 @@ uint64_t Gateway::Submit(const v1::SegmentRequest& request, v1::SegmentResponse*
     done = std::move(pending->done);
     return refuse(std::move(s), model);
   }
+  // Dispatch from this thread when the batch can go now (a free worker and no queue delay
+  // left): waking the loop thread first costs a thread hand-off on every request. The loop
+  // still runs, for timed work such as a queue delay running out.
+  scheduler_->Poll();
   Kick();
   return task.id;
 }
