@@ -81,6 +81,12 @@ cp "$root/models/demo/demo.dlck" "$models/demo_unbatched/"
   echo 'weights { format: WEIGHTS_FORMAT_TORCHSCRIPT file: "tiny.pt" }'
   echo 'batching { max_batch_size: 32 max_queue_delay_micros: 500 max_queue_size: 4096 default_timeout_micros: 10000000 }'
 } >"$models/tiny/config.pbtxt"
+# The same network with no queue delay: what the gateway adds apart from the batching wait
+# it is configured to make.
+mkdir -p "$models/tiny_nodelay"
+cp "$models/tiny/tiny.pt" "$models/tiny_nodelay/"
+sed -e 's/^name: "tiny"/name: "tiny_nodelay"/' -e 's/max_queue_delay_micros: [0-9]*/max_queue_delay_micros: 0/' \
+  "$models/tiny/config.pbtxt" >"$models/tiny_nodelay/config.pbtxt"
 demo_images="$root/models/demo/samples/images"
 # Photo-sized scenes (640x427) for the 512x512 network: made here, so nothing is fetched.
 "$bin/deeplab-train" generate --count 4 --seed 90210 --size 427x640 --out "$out/scenes" >/dev/null
@@ -132,7 +138,7 @@ cluster_up() {
   port=$(pick_ports)
   metrics=$((port + 1000))
   bash "$root/scripts/cluster.sh" up --workers "$workers" --port "$port" --metrics-port "$metrics" \
-    --models "$models" --wait-for demo,demo_unbatched,xception65_512,tiny --detach >/dev/null
+    --models "$models" --wait-for demo,demo_unbatched,xception65_512,tiny,tiny_nodelay --detach >/dev/null
   gateway="127.0.0.1:$port"
   echo "  cluster: gateway $gateway, $workers worker(s) on ports $((port + 1))..$((port + workers))"
 }
@@ -172,6 +178,8 @@ bench tiny_direct --target worker --server "127.0.0.1:$((port + 1))" --model tin
   --concurrency 1 --duration "$dur" --warmup "$warm"
 bench tiny_gateway --server "$gateway" --model tiny --image "$small" --concurrency 1 \
   --duration "$dur" --warmup "$warm"
+bench tiny_gateway_nodelay --server "$gateway" --model tiny_nodelay --image "$small" \
+  --concurrency 1 --duration "$dur" --warmup "$warm"
 bench tiny_ceiling_direct --target worker --server "127.0.0.1:$((port + 1))" --model tiny \
   --image "$small" --concurrency 64 --duration "$dur" --warmup "$warm"
 bench tiny_ceiling --server "$gateway" --model tiny --image "$small" --concurrency 16,64,256 \
