@@ -48,18 +48,8 @@ else
   echo "fetch_weights.sh: needs curl or wget" >&2; exit 2
 fi
 
-# Prints the value of field $2 of the `weights { ... }` block of config $1 ("" if absent).
-# A light reading of the text format, enough for configs people write: comments dropped
-# (a '#' at the start of a line or after blanks), the file joined into one line, then the
-# first weights block, then the field, quoted with "..." or '...', or an enum name.
-weights_field() {
-  local block
-  block=$(sed -e 's/^[[:space:]]*#.*$//' -e 's/[[:space:]]#.*$//' "$1" | tr '\n' ' ' |
-          grep -oE 'weights[[:space:]]*:?[[:space:]]*\{[^}]*\}' | head -n1)
-  printf '%s' "$block" |
-    grep -oE "(^|[{[:space:]])$2[[:space:]]*:[[:space:]]*(\"[^\"]*\"|'[^']*'|[A-Za-z0-9_]+)" |
-    head -n1 | sed -E "s/^[{[:space:]]?$2[[:space:]]*:[[:space:]]*//; s/^[\"']//; s/[\"']$//"
-}
+# weights_field CONFIG FIELD: the config reader shared with prepare_models.sh.
+source "$script_dir/model_config.sh"
 
 tmp_file=""
 cleanup() { [ -n "$tmp_file" ] && rm -f "$tmp_file"; }

@@ -48,10 +48,8 @@ done
 [ -f "$fetch" ] || usage_error "no download script at $fetch (give --fetch)"
 command -v sha256sum >/dev/null 2>&1 || { echo "$me: needs sha256sum" >&2; exit 2; }
 
-# The config reader of fetch_weights.sh, so that both scripts read a config the same way.
-eval "$(sed -n '/^weights_field() {$/,/^}$/p' "$fetch")"
-declare -F weights_field >/dev/null ||
-  { echo "$me: $fetch has no weights_field() to read configs with" >&2; exit 2; }
+# weights_field CONFIG FIELD: the config reader fetch_weights.sh uses too.
+source "$script_dir/model_config.sh"
 
 # config_of NAME: prints the config file of NAME in --configs, in either layout.
 config_of() {

@@ -16,7 +16,8 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 # configs of models/ that sync-model-configs.sh compares against, and the init container's
 # script, whose flags the validator reads.
 mkdir -p "$tmp/repo/models" "$tmp/repo/scripts"
-cp "$src/scripts/prepare_models.sh" "$src/scripts/fetch_weights.sh" "$tmp/repo/scripts/"
+cp "$src/scripts/prepare_models.sh" "$src/scripts/fetch_weights.sh" "$src/scripts/model_config.sh" \
+  "$tmp/repo/scripts/"
 # -a keeps the times that tell validate.sh its node_modules is up to date (a copy, never a
 # link: npm ci would empty the original through it).
 cp -a "$src/deploy" "$tmp/repo/deploy"
