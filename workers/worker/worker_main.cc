@@ -102,9 +102,11 @@ int Run() {
             << std::endl;
 
   const int signal_number = deeplab::WaitForStopSignal();
-  std::cout << "deeplab-worker: signal " << signal_number << ", draining" << std::endl;
+  // Refuse new batches before saying so: launchers and tests take the line to mean that
+  // draining has begun.
   engine.StartDrain();
   deeplab::SetHealth(server, kHealthNames, false);
+  std::cout << "deeplab-worker: signal " << signal_number << ", draining" << std::endl;
   const bool drained = engine.WaitIdle(absl::GetFlag(FLAGS_drain_timeout));
   server.Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   std::cout << "deeplab-worker: " << (drained ? "drained, stopped" : "drain timed out, stopped")
