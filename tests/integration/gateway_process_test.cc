@@ -375,7 +375,8 @@ TEST_F(GatewayProcessTest, GatewayFollowsDnsAsWorkersAreAddedAndRemoved) {
 // The autoscaling signal: at rest the gateway asks for min_workers (1); under a burst that
 // queues on one worker, it asks for more, and exports how long the oldest request waited.
 TEST_F(GatewayProcessTest, WorkersNeededRisesWhenRequestsQueue) {
-  Server worker = StartWorker(*repo_);
+  // One batch slot: with 12 clients and batches of 4, eight requests wait in the gateway.
+  Server worker = StartWorker(*repo_, "ready", {"--batch-slots", "1"});
   Server gw = StartGateway(worker.grpc_address, {"--autoscale-queue-target", "100ms"});
   ASSERT_TRUE(WaitServing(gw.channel, absl::Seconds(30)));
   auto stub = v1::Segmentation::NewStub(gw.channel);
@@ -388,7 +389,7 @@ TEST_F(GatewayProcessTest, WorkersNeededRisesWhenRequestsQueue) {
   std::vector<std::future<void>> clients;
   for (int i = 0; i < 12; ++i) {
     clients.push_back(std::async(std::launch::async, [&] {
-      for (int k = 0; k < 3; ++k) {
+      for (int k = 0; k < 2; ++k) {
         grpc::ClientContext ctx;
         v1::SegmentResponse resp;
         grpc::Status s = stub->Segment(&ctx, Request("slow", image), &resp);
