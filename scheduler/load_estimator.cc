@@ -96,14 +96,19 @@ ModelLoad LoadEstimator::Load(const std::string& model, int queued_cost) const {
   return load;
 }
 
-int LoadEstimator::WorkersNeeded(const std::vector<ModelLoad>& loads,
-                                 double slots_per_worker) const {
+double LoadEstimator::WorkerDemand(const std::vector<ModelLoad>& loads,
+                                   double slots_per_worker) const {
   double demand = 0;
   for (const ModelLoad& load : loads) demand += load.slot_demand;
   const double per_worker = std::max(slots_per_worker, 1.0) * options_.utilization;
-  // The epsilon keeps float noise in an exact multiple (2.0000000001) from adding a worker;
-  // the cap keeps the conversion to int defined whatever the inputs.
-  const double needed = std::min(std::ceil(demand / per_worker - 1e-9), 1e6);
+  // The cap keeps WorkersNeeded's conversion to int defined whatever the inputs.
+  return std::min(demand / per_worker, 1e6);
+}
+
+int LoadEstimator::WorkersNeeded(const std::vector<ModelLoad>& loads,
+                                 double slots_per_worker) const {
+  // The epsilon keeps float noise in an exact multiple (2.0000000001) from adding a worker.
+  const double needed = std::ceil(WorkerDemand(loads, slots_per_worker) - 1e-9);
   return std::max(options_.min_workers, static_cast<int>(needed));
 }
 

@@ -10,8 +10,10 @@
 //   slot demand    lambda * w + queued * w / queue_target: the batch slots that arrivals keep
 //                  busy (Little's law), plus those that would drain what already waits within
 //                  the queue-time target.
-// Workers needed = ceil(sum of slot demands / (batch slots per worker * utilization)), and at
-// least min_workers. Offered load counts, not only served load: requests refused because a
+// Worker demand = sum of slot demands / (batch slots per worker * utilization): fractional,
+// with no floor, so that the demands of several gateways sharing one pool of workers add up
+// (the autoscaler sums them and rounds up once). Workers needed = ceil(worker demand), and at
+// least min_workers: the answer for a gateway that is alone. Offered load counts, not only served load: requests refused because a
 // queue was full or no worker was ready are arrivals too, so a saturated or empty pool still
 // asks for more workers.
 //
@@ -70,7 +72,10 @@ class LoadEstimator {
 
   // The weight set's load now, given the cost units waiting in its queue.
   ModelLoad Load(const std::string& model, int queued_cost) const;
-  // Workers needed for these loads when each worker has `slots_per_worker` batch slots.
+  // Workers these loads keep busy at the planned utilization when each worker has
+  // `slots_per_worker` batch slots (unknown, 0: 1), as a fraction; capped at 1e6.
+  double WorkerDemand(const std::vector<ModelLoad>& loads, double slots_per_worker) const;
+  // WorkerDemand rounded up, and at least min_workers.
   int WorkersNeeded(const std::vector<ModelLoad>& loads, double slots_per_worker) const;
 
   const LoadEstimatorOptions& options() const { return options_; }

@@ -394,7 +394,8 @@ void Gateway::UpdateLoadMetrics() {
     metrics_->SetLoad(model, absl::ToDoubleSeconds(scheduler_->OldestWait(model)),
                       load.slot_demand);
   }
-  metrics_->SetWorkersNeeded(load_->WorkersNeeded(loads, slots_per_worker_));
+  metrics_->SetWorkersNeeded(load_->WorkerDemand(loads, slots_per_worker_),
+                             load_->WorkersNeeded(loads, slots_per_worker_));
 }
 
 v1::ListModelsResponse Gateway::ListModels() const { return pool_->ListModels(); }

@@ -31,11 +31,11 @@ ABSL_FLAG(absl::Duration, resolve_interval, absl::Seconds(5),
           "How often a dns:/// worker name is resolved again");
 ABSL_FLAG(int, max_attempts, 3, "Workers a request may fail on before it is answered UNAVAILABLE");
 ABSL_FLAG(absl::Duration, autoscale_queue_target, absl::Seconds(1),
-          "Queue time that deeplab_gateway_workers_needed plans for");
+          "Queue time that deeplab_gateway_worker_demand and workers_needed plan for");
 ABSL_FLAG(double, autoscale_utilization, 0.8,
-          "Share of each worker's batch slots that deeplab_gateway_workers_needed plans busy");
+          "Share of each worker's batch slots that worker_demand and workers_needed plan busy");
 ABSL_FLAG(absl::Duration, autoscale_window, absl::Seconds(30),
-          "Time constant of the arrival-rate and service-time averages behind workers_needed");
+          "Time constant of the arrival-rate and service-time averages behind worker_demand");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(60),
           "On SIGTERM, how long queued and running requests may take to finish");
 

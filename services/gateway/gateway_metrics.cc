@@ -46,10 +46,16 @@ GatewayMetrics::GatewayMetrics(prometheus::Registry& registry)
                              "times measured work, plus the backlog to drain within the "
                              "queue-time target")
                        .Register(registry)),
+      worker_demand_(prometheus::BuildGauge()
+                         .Name("deeplab_gateway_worker_demand")
+                         .Help("Workers this gateway's load keeps busy at the planned "
+                               "utilization, as a fraction with no floor; worker autoscaling "
+                               "sums it over gateways and rounds up")
+                         .Register(registry)),
       workers_needed_(prometheus::BuildGauge()
                           .Name("deeplab_gateway_workers_needed")
-                          .Help("Workers needed to keep queue time under the target; what "
-                                "worker autoscaling follows")
+                          .Help("Workers this gateway alone needs to keep queue time under the "
+                                "target: worker_demand rounded up, at least 1")
                           .Register(registry)),
       workers_(prometheus::BuildGauge()
                    .Name("deeplab_gateway_workers")
@@ -92,7 +98,10 @@ void GatewayMetrics::SetLoad(const std::string& model, double oldest_wait_second
   slot_demand_.Add({{"model", model}}).Set(slot_demand);
 }
 
-void GatewayMetrics::SetWorkersNeeded(int workers) { workers_needed_.Add({}).Set(workers); }
+void GatewayMetrics::SetWorkersNeeded(double demand, int workers) {
+  worker_demand_.Add({}).Set(demand);
+  workers_needed_.Add({}).Set(workers);
+}
 
 void GatewayMetrics::SetWorkers(int healthy, int unhealthy) {
   workers_.Add({{"state", "healthy"}}).Set(healthy);

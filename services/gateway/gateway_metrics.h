@@ -22,9 +22,10 @@ class GatewayMetrics {
   void ObserveBatch(const std::string& model, int size);
   void SetQueueDepth(const std::string& model, int tasks);
   // The autoscaling signal (scheduler/load_estimator.h): how long the oldest queued request
-  // of the weight set has waited, the batch slots its load needs, and the workers needed.
+  // of the weight set has waited and the batch slots its load needs; over all weight sets,
+  // the workers they keep busy (a fraction) and the workers needed (rounded up, floored).
   void SetLoad(const std::string& model, double oldest_wait_seconds, double slot_demand);
-  void SetWorkersNeeded(int workers);
+  void SetWorkersNeeded(double demand, int workers);
   void SetWorkers(int healthy, int unhealthy);
   void CountRetry(const std::string& model);
   // reason: queue_full, deadline, not_ready (also while the gateway drains), unknown_model,
@@ -40,6 +41,7 @@ class GatewayMetrics {
   prometheus::Family<prometheus::Gauge>& queue_depth_;
   prometheus::Family<prometheus::Gauge>& queue_oldest_seconds_;
   prometheus::Family<prometheus::Gauge>& slot_demand_;
+  prometheus::Family<prometheus::Gauge>& worker_demand_;
   prometheus::Family<prometheus::Gauge>& workers_needed_;
   prometheus::Family<prometheus::Gauge>& workers_;
   prometheus::Family<prometheus::Counter>& retries_;

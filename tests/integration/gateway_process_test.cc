@@ -383,6 +383,7 @@ TEST_F(GatewayProcessTest, WorkersNeededRisesWhenRequestsQueue) {
   ASSERT_TRUE(WaitModelReady(*stub, "slow", absl::Seconds(60)));
   EXPECT_TRUE(WaitMetric(gw.metrics_address, "deeplab_gateway_workers_needed", 1,
                          absl::Seconds(10)));
+  EXPECT_EQ(MetricValue(Scrape(gw.metrics_address), "deeplab_gateway_worker_demand"), 0);
 
   const std::string image = Photo("image2.jpg");
   std::atomic<bool> done{false};
@@ -397,7 +398,7 @@ TEST_F(GatewayProcessTest, WorkersNeededRisesWhenRequestsQueue) {
       }
     }));
   }
-  double most_needed = 0, oldest_wait = 0, demand = 0;
+  double most_needed = 0, oldest_wait = 0, demand = 0, worker_demand = 0;
   std::thread watcher([&] {
     while (!done.load()) {
       const std::string m = Scrape(gw.metrics_address);
@@ -405,6 +406,7 @@ TEST_F(GatewayProcessTest, WorkersNeededRisesWhenRequestsQueue) {
       oldest_wait = std::max(
           oldest_wait, MetricValue(m, "deeplab_gateway_queue_oldest_seconds{model=\"slow\"}"));
       demand = std::max(demand, MetricValue(m, "deeplab_gateway_slot_demand{model=\"slow\"}"));
+      worker_demand = std::max(worker_demand, MetricValue(m, "deeplab_gateway_worker_demand"));
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
   });
@@ -414,6 +416,8 @@ TEST_F(GatewayProcessTest, WorkersNeededRisesWhenRequestsQueue) {
   EXPECT_GE(most_needed, 2);
   EXPECT_GT(oldest_wait, 0);
   EXPECT_GT(demand, 1);
+  // The fraction behind workers_needed, which the autoscaler sums over gateways.
+  EXPECT_GT(worker_demand, 1);
 }
 
 TEST_F(GatewayProcessTest, AWorkerThatStartsLaterIsPickedUpAndSigtermDrains) {

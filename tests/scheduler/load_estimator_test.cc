@@ -140,6 +140,17 @@ TEST_F(LoadEstimatorTest, WorkersNeededDividesDemandByPlannedSlotsPerWorker) {
   EXPECT_EQ(estimator_->WorkersNeeded(demand({10}), 0), 13);           // unknown slots: 1
   EXPECT_EQ(estimator_->WorkersNeeded(demand({1e30}), 3), 1000000);    // capped, defined
 
+  // The fraction behind it: no floor and no rounding, so gateways' demands can be summed.
+  EXPECT_EQ(estimator_->WorkerDemand({}, 3), 0);
+  EXPECT_THAT(estimator_->WorkerDemand(demand({2.0}), 3), DoubleNear(2.0 / 2.4, 1e-12));
+  EXPECT_THAT(estimator_->WorkerDemand(demand({2.0, 2.0}), 3), DoubleNear(4.0 / 2.4, 1e-12));
+  EXPECT_THAT(estimator_->WorkerDemand(demand({10}), 0), DoubleNear(12.5, 1e-12));
+  EXPECT_EQ(estimator_->WorkerDemand(demand({1e30}), 3), 1e6);
+  // Two gateways whose loads need one slot each: alone, each asks for a worker (sum 2);
+  // their demands sum to 2 / 2.4 = 0.83, which the autoscaler rounds up once: 1.
+  EXPECT_EQ(2 * estimator_->WorkersNeeded(demand({1.0}), 3), 2);
+  EXPECT_EQ(std::ceil(2 * estimator_->WorkerDemand(demand({1.0}), 3)), 1);
+
   LoadEstimatorOptions zero;
   zero.min_workers = 0;
   Make(zero);
@@ -156,6 +167,7 @@ TEST_F(LoadEstimatorTest, UnmeasuredWeightSetAddsNoDemand) {
   EXPECT_GT(load.arrival_rate, 0);
   EXPECT_EQ(load.slot_demand, 0);
   EXPECT_EQ(estimator_->WorkersNeeded({load}, 3), 1);
+  EXPECT_EQ(estimator_->WorkerDemand({load}, 3), 0);
 }
 
 // For ThreadSanitizer (scripts/test.sh): the gateway records from gRPC threads while its
