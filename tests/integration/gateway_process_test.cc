@@ -29,6 +29,7 @@ using ::deeplab::testing::Server;
 using ::deeplab::testing::StartGateway;
 using ::deeplab::testing::StartWorker;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 std::string Photo(const std::string& name) {
   return ReadFile(std::string(DEEPLAB_PHOTOS_DIR) + "/" + name);
@@ -87,6 +88,29 @@ bool WaitModelReady(v1::Segmentation::Stub& stub, const std::string& model,
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   return false;
+}
+
+// Out-of-range values are exit code 2, before anything listens, with a line that names the
+// flag's problem.
+TEST(GatewayCommandLineTest, BadValuesAreExitTwoAndSayWhy) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"--autoscale-utilization=0", "utilization must be in (0, 1]"},
+      {"--autoscale-utilization=1.5", "utilization must be in (0, 1]"},
+      {"--autoscale-queue-target=0s", "queue target must be positive"},
+      {"--autoscale-window=-1s", "window must be at least 1s"},
+      {"--max-attempts=0", "--max-attempts must be at least 1"},
+      {"--workers=", "--workers is empty"},
+      {"--workers=localhost", "is not host:port"},
+  };
+  for (const auto& [flag, message] : cases) {
+    auto run = deeplab::testing::RunProgram(
+        {DEEPLAB_GATEWAY_BINARY, "--port=0", "--metrics-port=0", "--workers=127.0.0.1:1", flag},
+        absl::Seconds(30));
+    ASSERT_TRUE(run.ok()) << flag << ": " << run.status();
+    EXPECT_EQ(run->exit_code, 2) << flag << "\n" << run->err;
+    EXPECT_THAT(run->err, HasSubstr(message)) << flag;
+    EXPECT_THAT(run->out, Not(HasSubstr("grpc"))) << flag << ": it started listening";
+  }
 }
 
 class GatewayProcessTest : public ::testing::Test {
