@@ -14,7 +14,7 @@ namespace {
 
 class ProcessCollector : public prometheus::Collectable {
  public:
-  explicit ProcessCollector(std::function<double()> device_memory)
+  explicit ProcessCollector(DeviceMemoryReader device_memory)
       : device_memory_(std::move(device_memory)) {}
 
   std::vector<prometheus::MetricFamily> Collect() const override {
@@ -22,8 +22,13 @@ class ProcessCollector : public prometheus::Collectable {
     families.push_back(Gauge("deeplab_process_resident_memory_bytes",
                              "Resident memory of this process", ResidentBytes()));
     if (device_memory_) {
-      families.push_back(Gauge("deeplab_device_memory_used_bytes",
-                               "Accelerator memory held by this process", device_memory_()));
+      if (const std::optional<DeviceMemory> memory = device_memory_()) {
+        families.push_back(Gauge("deeplab_device_memory_used_bytes",
+                                 "Memory in use on this process's GPU, by every process on it",
+                                 memory->used_bytes));
+        families.push_back(Gauge("deeplab_device_memory_total_bytes",
+                                 "Memory of this process's GPU", memory->total_bytes));
+      }
     }
     return families;
   }
@@ -48,13 +53,13 @@ class ProcessCollector : public prometheus::Collectable {
     return static_cast<double>(pages_resident) * sysconf(_SC_PAGESIZE);
   }
 
-  std::function<double()> device_memory_;
+  DeviceMemoryReader device_memory_;
 };
 
 }  // namespace
 
 std::shared_ptr<prometheus::Collectable> MakeProcessCollector(
-    std::function<double()> device_memory) {
+    DeviceMemoryReader device_memory) {
   return std::make_shared<ProcessCollector>(std::move(device_memory));
 }
 

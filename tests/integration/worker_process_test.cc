@@ -4,6 +4,7 @@
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <dlfcn.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -11,6 +12,7 @@
 #include <fstream>
 #include <future>
 
+#include "absl/strings/str_join.h"
 #include "common/image_codec.h"
 #include "deeplab/v1/worker.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -19,12 +21,14 @@
 namespace deeplab {
 namespace {
 
+using ::deeplab::testing::MetricValue;
 using ::deeplab::testing::ReadFile;
 using ::deeplab::testing::Scrape;
 using ::deeplab::testing::Server;
 using ::deeplab::testing::StartWorker;
 using ::deeplab::testing::WriteFile;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 class WorkerProcessTest : public ::testing::Test {
  protected:
@@ -220,6 +224,51 @@ TEST_F(WorkerProcessTest, SigtermDrainsInFlightBatchesAndRefusesNewOnes) {
   auto code = worker.process.Wait(absl::Seconds(30));
   ASSERT_TRUE(code.ok());
   EXPECT_EQ(*code, 0);
+}
+
+// --device cuda exports the GPU's memory through NVML: here a fake libnvidia-ml
+// (tests/common/fake_nvml.cc) put in front by LD_LIBRARY_PATH, with two GPUs of 80 and
+// 40 GiB. CUDA_VISIBLE_DEVICES picks which GPU cuda:0 is. A CPU LibTorch cannot load the
+// weight set onto CUDA, so it is not ready; the metrics come all the same.
+TEST_F(WorkerProcessTest, ACudaWorkerExportsItsGpusMemoryFromNvml) {
+  const std::string library_path = std::string("LD_LIBRARY_PATH=") + DEEPLAB_FAKE_NVML_DIR;
+  const std::vector<std::string> args = {"--models", *repo_, "--load", "colour", "--threads",
+                                         "1", "--device", "cuda"};
+  const double gib = 1 << 30;
+  struct Case {
+    std::vector<std::string> env;
+    double total;
+  };
+  for (const Case& c : {Case{{"-u", "CUDA_VISIBLE_DEVICES", library_path}, 80 * gib},
+                        Case{{"CUDA_VISIBLE_DEVICES=GPU-11111111-fake", library_path}, 40 * gib},
+                        Case{{"CUDA_VISIBLE_DEVICES=1,0", library_path}, 40 * gib}}) {
+    std::vector<std::string> wrapper = {"/usr/bin/env"};
+    wrapper.insert(wrapper.end(), c.env.begin(), c.env.end());
+    Server worker = deeplab::testing::StartServer(DEEPLAB_WORKER_BINARY, "deeplab-worker", args,
+                                                  "", wrapper);
+    const std::string metrics = Scrape(worker.metrics_address);
+    const std::string where = absl::StrJoin(c.env, " ");
+    EXPECT_EQ(MetricValue(metrics, "deeplab_device_memory_total_bytes"), c.total) << where;
+    EXPECT_GT(MetricValue(metrics, "deeplab_device_memory_used_bytes"), gib) << where;
+    // Read at each scrape: the fake finds 1 MiB more in use every time.
+    EXPECT_GT(MetricValue(Scrape(worker.metrics_address), "deeplab_device_memory_used_bytes"),
+              MetricValue(metrics, "deeplab_device_memory_used_bytes"))
+        << where;
+    worker.process.Signal(SIGTERM);
+    EXPECT_TRUE(worker.process.Wait(absl::Seconds(30)).ok());
+  }
+
+  // Without NVML (no driver on this machine) the worker runs and leaves the families out.
+  if (void* nvml = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL)) {
+    dlclose(nvml);
+    GTEST_SKIP() << "this machine has NVML: its absence cannot be tested here";
+  }
+  Server worker = StartWorker(*repo_, "", {"--load", "colour", "--device", "cuda"});
+  const std::string metrics = Scrape(worker.metrics_address);
+  EXPECT_THAT(metrics, HasSubstr("deeplab_process_resident_memory_bytes"));
+  EXPECT_THAT(metrics, Not(HasSubstr("deeplab_device_memory")));
+  worker.process.Signal(SIGTERM);
+  EXPECT_TRUE(worker.process.Wait(absl::Seconds(30)).ok());
 }
 
 TEST(ShippedRepositoryTest, ListsEveryWeightSetAndSaysHowToFetchMissingWeights) {

@@ -5,8 +5,10 @@
 #include <grpcpp/grpcpp.h>
 #include <prometheus/registry.h>
 
+#include <cstdlib>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -14,8 +16,11 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "common/nvml.h"
 #include "common/process_metrics.h"
 #include "common/server_main.h"
 #include "workers/worker/engine.h"
@@ -43,6 +48,26 @@ ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(60),
           "On SIGTERM, how long in-flight batches may take to finish");
 
 namespace {
+
+// The GPU behind --device cuda[:K], for deeplab_device_memory_*; nullptr on a CPU, or with
+// a line saying why the metrics are off when NVML cannot be used (the worker runs anyway).
+std::unique_ptr<deeplab::NvmlDevice> OpenGpuForMetrics(const std::string& device) {
+  if (!absl::StartsWith(device, "cuda")) return nullptr;
+  int index = 0;
+  if (device != "cuda" && !absl::SimpleAtoi(absl::StripPrefix(device, "cuda:"), &index)) {
+    return nullptr;  // the model loader reports the bad --device
+  }
+  absl::StatusOr<deeplab::NvmlDeviceRef> which =
+      deeplab::ResolveNvmlDevice(index, std::getenv("CUDA_VISIBLE_DEVICES"));
+  absl::StatusOr<std::unique_ptr<deeplab::NvmlDevice>> gpu =
+      which.ok() ? deeplab::NvmlDevice::Open(*which) : which.status();
+  if (!gpu.ok()) {
+    std::cerr << "deeplab-worker: device memory metrics off: " << gpu.status().message()
+              << std::endl;
+    return nullptr;
+  }
+  return *std::move(gpu);
+}
 
 int Run() {
   deeplab::BlockStopSignals();
@@ -80,7 +105,14 @@ int Run() {
     return 1;
   }
   // The exposer holds collectables weakly: keep them alive for the life of the process.
-  std::shared_ptr<prometheus::Collectable> process_metrics = deeplab::MakeProcessCollector();
+  std::unique_ptr<deeplab::NvmlDevice> gpu = OpenGpuForMetrics(options.runtime.device);
+  std::shared_ptr<prometheus::Collectable> process_metrics = deeplab::MakeProcessCollector(
+      gpu == nullptr ? deeplab::DeviceMemoryReader()
+                     : [device = gpu.get()]() -> std::optional<deeplab::DeviceMemory> {
+                         absl::StatusOr<deeplab::DeviceMemory> memory = device->Memory();
+                         if (!memory.ok()) return std::nullopt;
+                         return *memory;
+                       });
   endpoints->exposer->RegisterCollectable(registry);
   endpoints->exposer->RegisterCollectable(process_metrics);
   grpc::Server& server = *endpoints->server;
