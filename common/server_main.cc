@@ -5,6 +5,9 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <mutex>
 
 #include "absl/flags/parse.h"
 #include "absl/flags/usage_config.h"
@@ -20,6 +23,26 @@ sigset_t StopSignals() {
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
   return set;
+}
+
+// Abseil ends the program with exit(1) on an unknown flag or a malformed value; a bad
+// command line is exit code 2 in every deeplab program, so an exit while flags are being
+// parsed becomes 2. Help requests keep Abseil's own code.
+std::atomic<bool> parsing_flags{false};
+
+void ExitCodeTwoWhileParsing() {
+  if (parsing_flags) std::_Exit(kExitBadCommandLine);
+}
+
+bool AsksForHelp(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg.rfind("--help", 0) == 0 || arg == "--version" || arg == "--only_check_args" ||
+        arg == "--only-check-args") {
+      return true;
+    }
+  }
+  return false;
 }
 
 }  // namespace
@@ -44,7 +67,15 @@ std::vector<char*> ParseCommandLineWithDashes(int argc, char** argv,
   }
   std::vector<char*> args;
   for (std::string& s : *storage) args.push_back(s.data());
-  return absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+  if (!AsksForHelp(argc, argv)) {
+    static std::once_flag registered;
+    std::call_once(registered, [] { std::atexit(ExitCodeTwoWhileParsing); });
+    parsing_flags = true;
+  }
+  std::vector<char*> positional =
+      absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+  parsing_flags = false;
+  return positional;
 }
 
 void BlockStopSignals() {

@@ -15,8 +15,13 @@
 
 namespace deeplab {
 
+// The exit code of every deeplab program for a bad command line.
+inline constexpr int kExitBadCommandLine = 2;
+
 // absl::ParseCommandLine, accepting --metrics-port for --metrics_port (Abseil flag names are
-// identifiers). --help lists flags defined in files whose path contains `help_path`.
+// identifiers). --help lists flags defined in files whose path contains `help_path`. An
+// unknown flag or a malformed value ends the program with Abseil's message and exit code 2
+// (kExitBadCommandLine), not Abseil's 1.
 std::vector<char*> ParseCommandLineWithDashes(int argc, char** argv, const std::string& help_path);
 
 // Blocks SIGTERM and SIGINT in this thread and every thread started after; WaitForStopSignal

@@ -8,7 +8,6 @@
 // Exit codes: 0 the run completed (errors, if any, are in the report), 2 bad arguments,
 // 3 the gateway or worker is unreachable or the weight set unknown or not ready (or,
 // in-process, not in the repository or not loading).
-#include <atomic>
 #include <cstdlib>
 #include <iostream>
 #include <string>
@@ -74,27 +73,8 @@ ABSL_FLAG(std::string, device, "cpu", "In-process: cpu, cuda or cuda:K");
 namespace deeplab::bench {
 namespace {
 
-constexpr int kExitBadArguments = 2;
+constexpr int kExitBadArguments = deeplab::kExitBadCommandLine;
 constexpr int kExitUnusableTarget = 3;
-
-// Abseil ends the program with exit(1) on an unknown flag or a malformed value; our code for
-// bad arguments is 2, so an exit while the flags are being parsed becomes 2. Help requests
-// keep Abseil's own code.
-std::atomic<bool> parsing_flags{false};
-
-void ExitCodeTwoWhileParsing() {
-  if (parsing_flags) std::_Exit(kExitBadArguments);
-}
-
-bool AsksForHelp(int argc, char** argv) {
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    if (arg.rfind("--help", 0) == 0 || arg == "--version" || arg == "--only_check_args") {
-      return true;
-    }
-  }
-  return false;
-}
 
 int BadArguments(const std::string& message) {
   std::cerr << "deeplab-bench: " << message << "\n(see deeplab-bench --help)\n";
@@ -303,13 +283,9 @@ int main(int argc, char** argv) {
       "                [--json]\n"
       "Exit codes: 0 completed, 2 bad arguments, 3 gateway or worker unreachable or weight set "
       "unknown or not ready.");
-  if (!deeplab::bench::AsksForHelp(argc, argv)) {
-    std::atexit(deeplab::bench::ExitCodeTwoWhileParsing);
-    deeplab::bench::parsing_flags = true;
-  }
+  // An unknown flag or a malformed value is exit code 2 there.
   const std::vector<char*> positional =
       deeplab::ParseCommandLineWithDashes(argc, argv, "services/bench/");
-  deeplab::bench::parsing_flags = false;
   if (positional.size() > 1) {
     return deeplab::bench::BadArguments(absl::StrCat("unexpected argument '", positional[1], "'"));
   }

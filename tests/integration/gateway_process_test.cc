@@ -90,26 +90,38 @@ bool WaitModelReady(v1::Segmentation::Stub& stub, const std::string& model,
   return false;
 }
 
-// Out-of-range values are exit code 2, before anything listens, with a line that names the
-// flag's problem.
-TEST(GatewayCommandLineTest, BadValuesAreExitTwoAndSayWhy) {
-  const std::vector<std::pair<std::string, std::string>> cases = {
-      {"--autoscale-utilization=0", "utilization must be in (0, 1]"},
-      {"--autoscale-utilization=1.5", "utilization must be in (0, 1]"},
-      {"--autoscale-queue-target=0s", "queue target must be positive"},
-      {"--autoscale-window=-1s", "window must be at least 1s"},
-      {"--max-attempts=0", "--max-attempts must be at least 1"},
-      {"--workers=", "--workers is empty"},
-      {"--workers=localhost", "is not host:port"},
+// A bad command line is exit code 2, before anything listens, with a line that names the
+// problem: out-of-range values, and (Abseil's messages) unknown flags and malformed values.
+TEST(ServerCommandLineTest, BadCommandLinesAreExitTwoAndSayWhy) {
+  struct Case {
+    std::string binary, flag, message;
   };
-  for (const auto& [flag, message] : cases) {
-    auto run = deeplab::testing::RunProgram(
-        {DEEPLAB_GATEWAY_BINARY, "--port=0", "--metrics-port=0", "--workers=127.0.0.1:1", flag},
-        absl::Seconds(30));
-    ASSERT_TRUE(run.ok()) << flag << ": " << run.status();
-    EXPECT_EQ(run->exit_code, 2) << flag << "\n" << run->err;
-    EXPECT_THAT(run->err, HasSubstr(message)) << flag;
-    EXPECT_THAT(run->out, Not(HasSubstr("grpc"))) << flag << ": it started listening";
+  const std::string gateway = DEEPLAB_GATEWAY_BINARY, worker = DEEPLAB_WORKER_BINARY;
+  const std::vector<Case> cases = {
+      {gateway, "--no-such-flag", "Unknown command line flag 'no_such_flag'"},
+      {gateway, "--autoscale-utilization=most", "Illegal value 'most'"},
+      {gateway, "--autoscale-utilization=0", "utilization must be in (0, 1]"},
+      {gateway, "--autoscale-utilization=1.5", "utilization must be in (0, 1]"},
+      {gateway, "--autoscale-queue-target=0s", "queue target must be positive"},
+      {gateway, "--autoscale-window=-1s", "window must be at least 1s"},
+      {gateway, "--max-attempts=0", "--max-attempts must be at least 1"},
+      {gateway, "--workers=", "--workers is empty"},
+      {gateway, "--workers=localhost", "is not host:port"},
+      {worker, "--no-such-flag", "Unknown command line flag 'no_such_flag'"},
+      {worker, "--threads=many", "Illegal value 'many'"},
+  };
+  for (const Case& c : cases) {
+    // A valid command line for either program, but for the flag under test (the last
+    // --workers wins).
+    auto run = deeplab::testing::RunProgram({c.binary, "--port=0", "--metrics-port=0",
+                                             c.binary == gateway ? "--workers=127.0.0.1:1"
+                                                                 : "--models=/nonexistent",
+                                             c.flag},
+                                            absl::Seconds(30));
+    ASSERT_TRUE(run.ok()) << c.flag << ": " << run.status();
+    EXPECT_EQ(run->exit_code, 2) << c.binary << " " << c.flag << "\n" << run->err;
+    EXPECT_THAT(run->err, HasSubstr(c.message)) << c.binary << " " << c.flag;
+    EXPECT_THAT(run->out, Not(HasSubstr("grpc"))) << c.flag << ": it started listening";
   }
 }
 

@@ -37,6 +37,19 @@ err=$("$bin/deeplab-inspect" --input 12 2>&1); rc=$?
 set -e
 [ $rc -eq 2 ] || fail "bad --input: exit $rc"
 expect "HxW" "$err"
+# Abseil's own refusals (unknown flag, malformed value) are exit 2 as well, not Abseil's 1.
+for tool in deeplab-inspect deeplab-convert deeplab-train; do
+  set +e
+  err=$("$bin/$tool" --no-such-flag 2>&1); rc=$?
+  set -e
+  [ $rc -eq 2 ] || fail "$tool --no-such-flag: exit $rc"
+  expect "Unknown command line flag 'no_such_flag'" "$err"
+done
+set +e
+err=$("$bin/deeplab-convert" --classes=many 2>&1); rc=$?
+set -e
+[ $rc -eq 2 ] || fail "deeplab-convert --classes=many: exit $rc"
+expect "Illegal value 'many'" "$err"
 
 "$python" "$src/tests/tools/make_keras_h5.py" --arch mobilenetv2 --classes 21 --out "$tmp/voc.h5" >/dev/null
 out=$("$bin/deeplab-convert" --arch mobilenetv2 --classes 21 --from "$tmp/voc.h5" --to "$tmp/voc.dlck")
