@@ -105,11 +105,12 @@ int Run() {
     return 1;
   }
   // The exposer holds collectables weakly: keep them alive for the life of the process.
-  std::unique_ptr<deeplab::NvmlDevice> gpu = OpenGpuForMetrics(options.runtime.device);
+  // The reader owns the device: a scrape still in flight while main returns keeps both.
+  std::shared_ptr<deeplab::NvmlDevice> gpu = OpenGpuForMetrics(options.runtime.device);
   std::shared_ptr<prometheus::Collectable> process_metrics = deeplab::MakeProcessCollector(
       gpu == nullptr ? deeplab::DeviceMemoryReader()
-                     : [device = gpu.get()]() -> std::optional<deeplab::DeviceMemory> {
-                         absl::StatusOr<deeplab::DeviceMemory> memory = device->Memory();
+                     : [gpu]() -> std::optional<deeplab::DeviceMemory> {
+                         absl::StatusOr<deeplab::DeviceMemory> memory = gpu->Memory();
                          if (!memory.ok()) return std::nullopt;
                          return *memory;
                        });
