@@ -50,12 +50,16 @@ for name in "${names[@]}"; do
   cmp -s "$models/$name/config.pbtxt" "$dest/$name.config.pbtxt" || stale+=("$name.config.pbtxt")
 done
 cmp -s <(kustomization) "$dest/kustomization.yaml" || stale+=("kustomization.yaml")
+# A lookup table, not `printf ... | grep -q`: under pipefail that pipeline fails at random
+# when grep exits on its match before printf has written everything (SIGPIPE).
+declare -A wanted=()
+for file in "${want_files[@]}"; do wanted[$file]=1; done
 extra=()
 if [ -d "$dest" ]; then
   for path in "$dest"/*; do
     [ -e "$path" ] || continue
     file=$(basename "$path")
-    printf '%s\n' "${want_files[@]}" | grep -qxF "$file" || extra+=("$file")
+    [ -n "${wanted[$file]:-}" ] || extra+=("$file")
   done
 fi
 

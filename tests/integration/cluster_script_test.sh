@@ -42,14 +42,18 @@ grep -q "worker-2 gRPC      127.0.0.1:$((port + 2))" <<<"$out" || fail "no worke
 grep -q "http://127.0.0.1:$((metrics + 2))/metrics" <<<"$out" || fail "no worker-2 metrics in: $out"
 "$bin/deeplab" wait --server "127.0.0.1:$port" --model demo --timeout 60s >/dev/null ||
   fail "demo not ready"
+# Outputs are captured before grep reads them: under pipefail, `cmd | grep -q` fails at
+# random when grep stops at its match and cmd is still writing (SIGPIPE).
 for _ in $(seq 100); do
-  "$bin/deeplab" models --server "127.0.0.1:$port" | grep -q "2 workers, 2 healthy" && break
+  models=$("$bin/deeplab" models --server "127.0.0.1:$port" || true)
+  grep -q "2 workers, 2 healthy" <<<"$models" && break
   sleep 0.2
 done
-"$bin/deeplab" models --server "127.0.0.1:$port" | grep -q "2 workers, 2 healthy" ||
-  fail "the gateway does not see both workers: $("$bin/deeplab" models --server "127.0.0.1:$port")"
+grep -q "2 workers, 2 healthy" <<<"$models" ||
+  fail "the gateway does not see both workers: $models"
 
-bash "$src/scripts/cluster.sh" status | grep -q "worker-1 gRPC" || fail "status lists no worker"
+status=$(bash "$src/scripts/cluster.sh" status)
+grep -q "worker-1 gRPC" <<<"$status" || fail "status lists no worker: $status"
 set +e
 again=$(bash "$src/scripts/cluster.sh" up --detach --models "$repo" --port "$port" 2>&1)
 code=$?
@@ -66,7 +70,8 @@ grep -q 'deeplab_gateway_requests_total{code="OK",model="demo"}' <<<"$exposition
   fail "the gateway's metrics do not count the requests"
 
 mapfile -t pids < <(awk '{print $1}' "$DEEPLAB_CLUSTER_DIR/pids")
-bash "$src/scripts/cluster.sh" down | grep -q stopped || fail "down did not stop"
+down=$(bash "$src/scripts/cluster.sh" down)
+grep -q stopped <<<"$down" || fail "down did not stop: $down"
 for pid in "${pids[@]}"; do
   kill -0 "$pid" 2>/dev/null && fail "process $pid still running after down"
 done
