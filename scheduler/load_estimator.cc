@@ -101,14 +101,13 @@ double LoadEstimator::WorkerDemand(const std::vector<ModelLoad>& loads,
   double demand = 0;
   for (const ModelLoad& load : loads) demand += load.slot_demand;
   const double per_worker = std::max(slots_per_worker, 1.0) * options_.utilization;
-  // The cap keeps WorkersNeeded's conversion to int defined whatever the inputs.
   return std::min(demand / per_worker, 1e6);
 }
 
-int LoadEstimator::WorkersNeeded(const std::vector<ModelLoad>& loads,
-                                 double slots_per_worker) const {
-  // The epsilon keeps float noise in an exact multiple (2.0000000001) from adding a worker.
-  const double needed = std::ceil(WorkerDemand(loads, slots_per_worker) - 1e-9);
+int LoadEstimator::WorkersNeeded(double worker_demand) const {
+  // The epsilon keeps float noise in an exact multiple (2.0000000001) from adding a worker;
+  // the cap keeps the conversion to int defined.
+  const double needed = std::ceil(std::min(worker_demand, 1e6) - 1e-9);
   return std::max(options_.min_workers, static_cast<int>(needed));
 }
 

@@ -75,8 +75,8 @@ class LoadEstimator {
   // Workers these loads keep busy at the planned utilization when each worker has
   // `slots_per_worker` batch slots (unknown, 0: 1), as a fraction; capped at 1e6.
   double WorkerDemand(const std::vector<ModelLoad>& loads, double slots_per_worker) const;
-  // WorkerDemand rounded up, and at least min_workers.
-  int WorkersNeeded(const std::vector<ModelLoad>& loads, double slots_per_worker) const;
+  // A WorkerDemand rounded up, and at least min_workers.
+  int WorkersNeeded(double worker_demand) const;
 
   const LoadEstimatorOptions& options() const { return options_; }
 

@@ -394,8 +394,8 @@ void Gateway::UpdateLoadMetrics() {
     metrics_->SetLoad(model, absl::ToDoubleSeconds(scheduler_->OldestWait(model)),
                       load.slot_demand);
   }
-  metrics_->SetWorkersNeeded(load_->WorkerDemand(loads, slots_per_worker_),
-                             load_->WorkersNeeded(loads, slots_per_worker_));
+  const double demand = load_->WorkerDemand(loads, slots_per_worker_);
+  metrics_->SetWorkersNeeded(demand, load_->WorkersNeeded(demand));
 }
 
 v1::ListModelsResponse Gateway::ListModels() const { return pool_->ListModels(); }

@@ -34,6 +34,11 @@ class LoadEstimatorTest : public ::testing::Test {
     }
   }
 
+  // Workers needed for these loads, as the gateway works it out.
+  int Needed(const std::vector<ModelLoad>& loads, double slots_per_worker) const {
+    return estimator_->WorkersNeeded(estimator_->WorkerDemand(loads, slots_per_worker));
+  }
+
   FakeClock clock_;
   std::unique_ptr<LoadEstimator> estimator_;
 };
@@ -131,14 +136,14 @@ TEST_F(LoadEstimatorTest, WorkersNeededDividesDemandByPlannedSlotsPerWorker) {
     for (double s : slots) loads.push_back({0, 0, s});
     return loads;
   };
-  EXPECT_EQ(estimator_->WorkersNeeded({}, 3), 1);                      // idle: min_workers
-  EXPECT_EQ(estimator_->WorkersNeeded(demand({2.0}), 3), 1);           // 2 / 2.4
-  EXPECT_EQ(estimator_->WorkersNeeded(demand({2.0, 2.0}), 3), 2);      // 4 / 2.4
-  EXPECT_EQ(estimator_->WorkersNeeded(demand({4.8}), 3), 2);           // exactly 2, not 3
-  EXPECT_EQ(estimator_->WorkersNeeded(demand({4.8000001}), 3), 3);
-  EXPECT_EQ(estimator_->WorkersNeeded(demand({10}), 1), 13);           // 10 / 0.8
-  EXPECT_EQ(estimator_->WorkersNeeded(demand({10}), 0), 13);           // unknown slots: 1
-  EXPECT_EQ(estimator_->WorkersNeeded(demand({1e30}), 3), 1000000);    // capped, defined
+  EXPECT_EQ(Needed({}, 3), 1);                      // idle: min_workers
+  EXPECT_EQ(Needed(demand({2.0}), 3), 1);           // 2 / 2.4
+  EXPECT_EQ(Needed(demand({2.0, 2.0}), 3), 2);      // 4 / 2.4
+  EXPECT_EQ(Needed(demand({4.8}), 3), 2);           // exactly 2, not 3
+  EXPECT_EQ(Needed(demand({4.8000001}), 3), 3);
+  EXPECT_EQ(Needed(demand({10}), 1), 13);           // 10 / 0.8
+  EXPECT_EQ(Needed(demand({10}), 0), 13);           // unknown slots: 1
+  EXPECT_EQ(Needed(demand({1e30}), 3), 1000000);    // capped, defined
 
   // The fraction behind it: no floor and no rounding, so gateways' demands can be summed.
   EXPECT_EQ(estimator_->WorkerDemand({}, 3), 0);
@@ -148,14 +153,14 @@ TEST_F(LoadEstimatorTest, WorkersNeededDividesDemandByPlannedSlotsPerWorker) {
   EXPECT_EQ(estimator_->WorkerDemand(demand({1e30}), 3), 1e6);
   // Two gateways whose loads need one slot each: alone, each asks for a worker (sum 2);
   // their demands sum to 2 / 2.4 = 0.83, which the autoscaler rounds up once: 1.
-  EXPECT_EQ(2 * estimator_->WorkersNeeded(demand({1.0}), 3), 2);
+  EXPECT_EQ(2 * Needed(demand({1.0}), 3), 2);
   EXPECT_EQ(std::ceil(2 * estimator_->WorkerDemand(demand({1.0}), 3)), 1);
 
   LoadEstimatorOptions zero;
   zero.min_workers = 0;
   Make(zero);
-  EXPECT_EQ(estimator_->WorkersNeeded({}, 3), 0);
-  EXPECT_EQ(estimator_->WorkersNeeded(demand({0.1}), 3), 1);
+  EXPECT_EQ(Needed({}, 3), 0);
+  EXPECT_EQ(Needed(demand({0.1}), 3), 1);
 }
 
 // A weight set that has never run a batch has no measured cost: its arrivals add nothing,
@@ -166,7 +171,7 @@ TEST_F(LoadEstimatorTest, UnmeasuredWeightSetAddsNoDemand) {
   const ModelLoad load = estimator_->Load("cold", 100);
   EXPECT_GT(load.arrival_rate, 0);
   EXPECT_EQ(load.slot_demand, 0);
-  EXPECT_EQ(estimator_->WorkersNeeded({load}, 3), 1);
+  EXPECT_EQ(Needed({load}, 3), 1);
   EXPECT_EQ(estimator_->WorkerDemand({load}, 3), 0);
 }
 
