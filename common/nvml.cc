@@ -134,4 +134,12 @@ absl::StatusOr<DeviceMemory> NvmlDevice::Memory() const {
   return DeviceMemory{static_cast<double>(memory.used), static_cast<double>(memory.total)};
 }
 
+DeviceMemoryReader NvmlDevice::Reader(std::shared_ptr<const NvmlDevice> device) {
+  return [device = std::move(device)]() -> std::optional<DeviceMemory> {
+    absl::StatusOr<DeviceMemory> memory = device->Memory();
+    if (!memory.ok()) return std::nullopt;
+    return *memory;
+  };
+}
+
 }  // namespace deeplab

@@ -49,6 +49,10 @@ class NvmlDevice {
   // "GPU 0" or "GPU GPU-8f2a...": for log lines.
   const std::string& name() const { return name_; }
 
+  // For MakeProcessCollector: reads `device` at each scrape (nullopt when a read fails), and
+  // keeps it open while the collector, or a scrape in flight, needs it.
+  static DeviceMemoryReader Reader(std::shared_ptr<const NvmlDevice> device);
+
  private:
   struct Api;
   NvmlDevice(void* library, std::unique_ptr<Api> api, void* handle, std::string name);

@@ -145,12 +145,8 @@ TEST(ProcessCollectorTest, DeviceFamiliesOnlyWithAReaderAndAGoodRead) {
 
   auto device = NvmlDevice::Open(NvmlDeviceRef{1u, ""}, DEEPLAB_FAKE_NVML);
   ASSERT_TRUE(device.ok()) << device.status();
-  NvmlDevice* gpu = device->get();
-  auto collector = MakeProcessCollector([gpu]() -> std::optional<DeviceMemory> {
-    auto memory = gpu->Memory();
-    if (!memory.ok()) return std::nullopt;
-    return *memory;
-  });
+  // The collector keeps the device open after the last other owner lets go.
+  auto collector = MakeProcessCollector(NvmlDevice::Reader(std::move(*device)));
   auto with_gpu = collector->Collect();
   ASSERT_NE(Find(with_gpu, "deeplab_device_memory_used_bytes"), nullptr);
   ASSERT_NE(Find(with_gpu, "deeplab_device_memory_total_bytes"), nullptr);

@@ -263,12 +263,21 @@ TEST_F(WorkerProcessTest, ACudaWorkerExportsItsGpusMemoryFromNvml) {
     dlclose(nvml);
     GTEST_SKIP() << "this machine has NVML: its absence cannot be tested here";
   }
-  Server worker = StartWorker(*repo_, "", {"--load", "colour", "--device", "cuda"});
+  // The wrapper keeps the worker's stderr in a file, to count the line that says why.
+  const std::string log = *repo_ + "/no_nvml.stderr";
+  Server worker = deeplab::testing::StartServer(
+      DEEPLAB_WORKER_BINARY, "deeplab-worker", args, "",
+      {"/bin/sh", "-c", "exec \"$0\" \"$@\" 2>" + log});
   const std::string metrics = Scrape(worker.metrics_address);
   EXPECT_THAT(metrics, HasSubstr("deeplab_process_resident_memory_bytes"));
   EXPECT_THAT(metrics, Not(HasSubstr("deeplab_device_memory")));
+  Scrape(worker.metrics_address);
   worker.process.Signal(SIGTERM);
   EXPECT_TRUE(worker.process.Wait(absl::Seconds(30)).ok());
+  const std::string err = ReadFile(log);
+  const std::string why = "deeplab-worker: device memory metrics off: cannot load libnvidia-ml.so.1";
+  EXPECT_THAT(err, HasSubstr(why));
+  EXPECT_EQ(err.find(why), err.rfind(why)) << "said more than once:\n" << err;
 }
 
 TEST(ShippedRepositoryTest, ListsEveryWeightSetAndSaysHowToFetchMissingWeights) {

@@ -2,13 +2,14 @@
 //   deeplab-worker --models models/ --port 8001 --metrics-port 9101 [--device cpu|cuda[:K]]
 //                  [--load NAME,...] [--threads N]
 #include <ATen/Parallel.h>
+#include <c10/core/Device.h>
+#include <c10/util/Exception.h>
 #include <grpcpp/grpcpp.h>
 #include <prometheus/registry.h>
 
 #include <cstdlib>
 #include <iostream>
 #include <memory>
-#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -16,8 +17,6 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
-#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/nvml.h"
@@ -52,13 +51,16 @@ namespace {
 // The GPU behind --device cuda[:K], for deeplab_device_memory_*; nullptr on a CPU, or with
 // a line saying why the metrics are off when NVML cannot be used (the worker runs anyway).
 std::unique_ptr<deeplab::NvmlDevice> OpenGpuForMetrics(const std::string& device) {
-  if (!absl::StartsWith(device, "cuda")) return nullptr;
-  int index = 0;
-  if (device != "cuda" && !absl::SimpleAtoi(absl::StripPrefix(device, "cuda:"), &index)) {
-    return nullptr;  // the model loader reports the bad --device
+  // Parsed as the model loader parses it, which reports a bad --device.
+  c10::Device parsed(c10::kCPU);
+  try {
+    parsed = c10::Device(device);
+  } catch (const c10::Error&) {
+    return nullptr;
   }
-  absl::StatusOr<deeplab::NvmlDeviceRef> which =
-      deeplab::ResolveNvmlDevice(index, std::getenv("CUDA_VISIBLE_DEVICES"));
+  if (!parsed.is_cuda()) return nullptr;
+  absl::StatusOr<deeplab::NvmlDeviceRef> which = deeplab::ResolveNvmlDevice(
+      parsed.has_index() ? parsed.index() : 0, std::getenv("CUDA_VISIBLE_DEVICES"));
   absl::StatusOr<std::unique_ptr<deeplab::NvmlDevice>> gpu =
       which.ok() ? deeplab::NvmlDevice::Open(*which) : which.status();
   if (!gpu.ok()) {
@@ -105,15 +107,9 @@ int Run() {
     return 1;
   }
   // The exposer holds collectables weakly: keep them alive for the life of the process.
-  // The reader owns the device: a scrape still in flight while main returns keeps both.
   std::shared_ptr<deeplab::NvmlDevice> gpu = OpenGpuForMetrics(options.runtime.device);
   std::shared_ptr<prometheus::Collectable> process_metrics = deeplab::MakeProcessCollector(
-      gpu == nullptr ? deeplab::DeviceMemoryReader()
-                     : [gpu]() -> std::optional<deeplab::DeviceMemory> {
-                         absl::StatusOr<deeplab::DeviceMemory> memory = gpu->Memory();
-                         if (!memory.ok()) return std::nullopt;
-                         return *memory;
-                       });
+      gpu == nullptr ? deeplab::DeviceMemoryReader() : deeplab::NvmlDevice::Reader(gpu));
   endpoints->exposer->RegisterCollectable(registry);
   endpoints->exposer->RegisterCollectable(process_metrics);
   grpc::Server& server = *endpoints->server;
