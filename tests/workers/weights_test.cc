@@ -251,6 +251,81 @@ TEST_F(TorchScriptTest, WrongClassCountAndBadFilesAreErrors) {
   EXPECT_THAT(std::string(missing.status().message()), HasSubstr("absent.pt"));
 }
 
+// scripts/bench/eager_deeplab.py is the PyTorch eager model that scripts/benchmark_eager.sh
+// times beside the worker. It must be the same network, or the comparison means nothing:
+// on the same weights (a .dlck it reads) it computes the same logits as the C++ model, for
+// the shipped demo weights, the published Xception-65 (output stride 16) and MobileNetV2
+// (8) shapes, and a narrow MobileNetV2 with decoder, align_corners and softmax. BatchNorm statistics are random and its variances small, so a wrong
+// epsilon, a missing layer or a mis-ordered padding moves the logits far beyond float noise.
+TEST(EagerMirrorTest, SameLogitsAsTheCppModelOnTheSameWeights) {
+  struct Case {
+    std::string name;
+    ModelSpec spec;
+  };
+  ModelSpec narrow = Spec("mobilenetv2", 2, 16, 0.5);
+  narrow.decoder = 1;
+  narrow.head_channels = 32;
+  narrow.align_corners = true;
+  narrow.activation = FinalActivation::kSoftmax;
+  const std::vector<Case> cases = {
+      {"xception65_os16", Spec("xception65", 21, 16)},
+      {"mobilenetv2_os8", Spec("mobilenetv2", 21, 8)},
+      {"mobilenetv2_os16_narrow", narrow},
+  };
+  const std::string dir = TempDir("eager");
+  std::vector<std::pair<std::string, std::string>> checkpoints = {
+      {"demo", std::string(DEEPLAB_SOURCE_DIR) + "/models/demo/demo.dlck"}};
+  uint64_t seed = 11;
+  for (const Case& c : cases) {
+    DeepLabV3Plus model = Build(c.spec);
+    testing::HealthyInit(*model, seed);
+    {
+      torch::NoGradGuard no_grad;
+      for (auto& m : model->modules()) {
+        auto* bn = m->as<BatchNorm>();
+        if (bn == nullptr) continue;
+        const int64_t n = bn->channels();
+        auto uniform = [&](double lo, double hi) {
+          return (testing::PortableTensor({n}, ++seed) / std::sqrt(3.0) + 1) * ((hi - lo) / 2) + lo;
+        };
+        // Variances near the epsilons (1e-3 backbone, 1e-5 head), scale kept near 1.
+        bn->running_var.copy_(uniform(0.002, 0.02));
+        bn->weight.copy_(torch::sqrt(bn->running_var) * uniform(0.8, 1.2));
+        bn->running_mean.copy_(uniform(-0.1, 0.1));
+        bn->bias.copy_(uniform(-0.1, 0.1));
+      }
+    }
+    const std::string path = dir + "/" + c.name + ".dlck";
+    ASSERT_TRUE(SaveNativeCheckpoint(path, model, "test").ok());
+    checkpoints.emplace_back(c.name, path);
+  }
+  std::string args = "reference --size 67x45 --batch 2";
+  for (const auto& [name, path] : checkpoints) {
+    args += " --weights " + path + " --out " + dir + "/" + name + ".pt";
+  }
+  RunPythonTool("../../scripts/bench/eager_deeplab.py", args);
+  for (const auto& [name, path] : checkpoints) {
+    SCOPED_TRACE(name);
+    torch::jit::Module reference = torch::jit::load(dir + "/" + name + ".pt");
+    const torch::Tensor input = reference.attr("input").toTensor();
+    const torch::Tensor expected = reference.attr("output").toTensor();
+
+    absl::StatusOr<v1::CheckpointHeader> header = ReadNativeCheckpointHeader(path);
+    ASSERT_TRUE(header.ok()) << header.status();
+    DeepLabV3Plus model = Build(ModelSpecFromProto(header->architecture()));
+    ASSERT_TRUE(LoadNativeCheckpoint(path, model).ok());
+    model->eval();
+    torch::InferenceMode guard;
+    const torch::Tensor actual = model->forward(input);
+    ASSERT_EQ(actual.sizes(), expected.sizes());
+    const double scale = expected.abs().max().item<double>();
+    const double diff = (actual - expected).abs().max().item<double>();
+    ASSERT_GT(scale, 1e-3);
+    EXPECT_LT(diff, 1e-4 * scale) << "max diff " << diff << " of " << scale;
+  }
+  std::filesystem::remove_all(dir);  // about 200 MB of checkpoints
+}
+
 TEST(SegmentationModelTest, EveryFormatBehindOneInterface) {
   const std::string dir = TempDir("interface");
   const std::string h5 = dir + "/w.h5";
