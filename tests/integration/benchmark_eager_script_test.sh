@@ -13,9 +13,10 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 script="$source_dir/scripts/benchmark_eager.sh"
 
 for bad in "--device tpu" "--archs resnet50" "--precisions fp8" "--size 0x64" \
-  "--batch-sizes 1,,2" "--no-such-flag"; do
+  "--batch-sizes 1,,2" "--no-such-flag" "--quick --size"; do
   # shellcheck disable=SC2086  # split on purpose: each case is a flag and its value
-  if bash "$script" $bad --out "$out/bad" >"$out/bad.log" 2>&1; then
+  # --out first, so that a flag left without its value is the last argument.
+  if bash "$script" --out "$out/bad" $bad >"$out/bad.log" 2>&1; then
     fail "benchmark_eager.sh $bad succeeded"
   else
     rc=$?
@@ -25,8 +26,14 @@ for bad in "--device tpu" "--archs resnet50" "--precisions fp8" "--size 0x64" \
   [ ! -e "$out/bad" ] || fail "$bad: wrote output before refusing"
 done
 
+rc=0
 bash "$script" --quick --size 96x96 --batch-sizes 1,2 --precisions fp32 --out "$out/b" \
-  >"$out/log" 2>&1 || { cat "$out/log"; fail "benchmark_eager.sh exited $?"; }
+  >"$out/log" 2>&1 || rc=$?
+if [ $rc -ne 0 ]; then
+  sleep 1  # the script's own log is written through tee, which may still be flushing
+  cat "$out/log" "$out/b/benchmark.log" 2>/dev/null || true
+  fail "benchmark_eager.sh exited $rc"
+fi
 report="$out/b/results.md"
 [ -s "$report" ] || { cat "$out/log"; fail "no results.md"; }
 for arch in xception65 mobilenetv2; do
@@ -35,4 +42,9 @@ for arch in xception65 mobilenetv2; do
       "$report" || { cat "$report"; fail "no row for $arch batch $batch"; }
   done
 done
+# Eager ran with the allocator the worker's programs link (tcmalloc), as the README says.
+allocator=$(ldd "$DEEPLAB_BIN/deeplab-bench" | awk '/libtcmalloc/ && !found {print $3; found = 1}')
+[ -n "$allocator" ] || fail "deeplab-bench does not link tcmalloc"
+grep -qF "allocator (worker and eager): $allocator" "$out/b/machine.txt" ||
+  { cat "$out/b/machine.txt"; fail "eager did not get the worker's allocator"; }
 echo "PASS: benchmark_eager.sh --quick wrote every row"

@@ -5,7 +5,8 @@
 set -euo pipefail
 fail() { echo "FAIL: $*" >&2; exit 1; }
 for program in "$@"; do
-  readelf -d "$program" | grep -q 'NEEDED.*\[libtcmalloc_minimal\.so' ||
+  dynamic=$(readelf -d "$program")  # whole, before grep: see cluster_script_test.sh
+  grep -q 'NEEDED.*\[libtcmalloc_minimal\.so' <<<"$dynamic" ||
     fail "$program does not link libtcmalloc_minimal"
   bindings=$(LD_DEBUG=bindings "$program" --helpfull 2>&1 >/dev/null || true)
   grep -qE "to [^ ]*libtcmalloc_minimal\.so[^ ]* \[0\]: normal symbol \`malloc'" <<<"$bindings" ||
