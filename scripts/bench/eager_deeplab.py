@@ -478,11 +478,9 @@ def command_reference(args):
         model.eval()
         generator = torch.Generator().manual_seed(args.seed)
         x = torch.rand(args.batch, 3, h, w, generator=generator) * 2 - 1
-        if args.float64:
-            model.double()
         with torch.no_grad():
-            y = model(x.double() if args.float64 else x)
-        torch.jit.script(Reference({"input": x, "output": y.float()})).save(out)
+            y = model(x)
+        torch.jit.script(Reference({"input": x, "output": y})).save(out)
         print(json.dumps({"weights": weights, "architecture": kwargs, "tensors": len(tensors),
                           "output_shape": list(y.shape)}))
 
@@ -570,8 +568,6 @@ def main(argv=None):
     reference.add_argument("--size", default="65x49", help="input HxW")
     reference.add_argument("--batch", type=int, default=2)
     reference.add_argument("--seed", type=int, default=1)
-    reference.add_argument("--float64", action="store_true",
-                           help="compute the output in float64 (a reference for precision)")
     reference.add_argument("--out", required=True, action="append",
                            help="TorchScript container to write, one per --weights")
     reference.set_defaults(run=command_reference)

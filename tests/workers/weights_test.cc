@@ -255,8 +255,9 @@ TEST_F(TorchScriptTest, WrongClassCountAndBadFilesAreErrors) {
 // times beside the worker. It must be the same network, or the comparison means nothing:
 // on the same weights (a .dlck it reads) it computes the same logits as the C++ model, for
 // the shipped demo weights, the published Xception-65 (output stride 16) and MobileNetV2
-// (8) shapes, and a narrow MobileNetV2 with decoder, align_corners and softmax. BatchNorm statistics are random and its variances small, so a wrong
-// epsilon, a missing layer or a mis-ordered padding moves the logits far beyond float noise.
+// (8) shapes, and a narrow MobileNetV2 with decoder, align_corners and softmax. BatchNorm
+// statistics are random and its variances small, so a wrong epsilon, a missing layer or a
+// mis-ordered padding moves the logits far beyond float noise.
 TEST(EagerMirrorTest, SameLogitsAsTheCppModelOnTheSameWeights) {
   struct Case {
     std::string name;
@@ -285,8 +286,8 @@ TEST(EagerMirrorTest, SameLogitsAsTheCppModelOnTheSameWeights) {
         auto* bn = m->as<BatchNorm>();
         if (bn == nullptr) continue;
         const int64_t n = bn->channels();
-        auto uniform = [&](double lo, double hi) {
-          return (testing::PortableTensor({n}, ++seed) / std::sqrt(3.0) + 1) * ((hi - lo) / 2) + lo;
+        auto uniform = [&](double lo, double hi) {  // portable values in [lo, hi)
+          return (torch::tensor(testing::PortableUniform(n, ++seed)) + 1) * ((hi - lo) / 2) + lo;
         };
         // Variances near the epsilons (1e-3 backbone, 1e-5 head), scale kept near 1.
         bn->running_var.copy_(uniform(0.002, 0.02));
