@@ -67,8 +67,12 @@ ABSL_FLAG(int, instances, 0,
           "In-process: forward passes at once, as deeplab-worker --instances (0: 2 on a CPU, 1 on CUDA)");
 ABSL_FLAG(int, pipeline_threads, 0, "In-process: decode/encode threads; 0: one per core");
 ABSL_FLAG(int, batch_slots, 0,
-          "In-process: batches in flight, as deeplab-worker --batch-slots (0: instances + 1)");
+          "In-process: batches in flight, as deeplab-worker --batch-slots (0: its default)");
 ABSL_FLAG(std::string, device, "cpu", "In-process: cpu, cuda or cuda:K");
+ABSL_FLAG(std::string, precision, "config",
+          "In-process: config, auto, fp32, bf16 or fp16, as deeplab-worker --precision");
+ABSL_FLAG(std::string, layout, "auto",
+          "In-process: auto, nchw or channels_last, as deeplab-worker --layout");
 
 namespace deeplab::bench {
 namespace {
@@ -112,6 +116,11 @@ int RunInProcessMode(const std::vector<BenchImage>& images, const v1::OutputOpti
   options.pipeline_threads = absl::GetFlag(FLAGS_pipeline_threads);
   options.batch_slots = absl::GetFlag(FLAGS_batch_slots);
   options.device = absl::GetFlag(FLAGS_device);
+  options.precision = absl::GetFlag(FLAGS_precision);
+  options.layout = absl::GetFlag(FLAGS_layout);
+  if (absl::Status s = CheckInProcessOptions(options); !s.ok()) {
+    return BadArguments(std::string(s.message()));
+  }
 
   const bool json = absl::GetFlag(FLAGS_json);
   RunInfo info = CommonInfo(static_cast<int>(images.size()));

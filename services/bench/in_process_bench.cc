@@ -143,6 +143,11 @@ BatchStepResult RunBatchSize(WorkerEngine& engine, const InProcessOptions& optio
 
 }  // namespace
 
+absl::Status CheckInProcessOptions(const InProcessOptions& options) {
+  if (absl::Status s = ParseLayoutChoice(options.layout).status(); !s.ok()) return s;
+  return ParsePrecisionOverride(options.precision).status();
+}
+
 absl::Status RunInProcess(const InProcessOptions& options,
                           const std::function<void(const InProcessInfo&)>& on_start,
                           const std::function<void(const BatchStepResult&)>& on_step) {
@@ -156,10 +161,14 @@ absl::Status RunInProcess(const InProcessOptions& options,
   info.batch_sizes = options.batch_sizes.empty() ? DefaultBatchSizes(*config) : options.batch_sizes;
   WorkerOptions worker;
   worker.runtime.device = options.device;
-  // As deeplab-worker: channels-last is cuDNN's fast layout, NCHW measured faster on CPUs.
-  worker.runtime.channels_last = absl::StartsWith(options.device, "cuda");
+  absl::StatusOr<LayoutChoice> layout = ParseLayoutChoice(options.layout);
+  if (!layout.ok()) return layout.status();
+  absl::StatusOr<std::optional<Precision>> precision = ParsePrecisionOverride(options.precision);
+  if (!precision.ok()) return precision.status();
+  worker.layout = *layout;
+  worker.precision = *precision;
   worker.instances = instances;
-  worker.batch_slots = options.batch_slots > 0 ? options.batch_slots : instances + 1;
+  worker.batch_slots = DefaultBatchSlots(options.batch_slots, instances, options.device);
   worker.pipeline_threads = options.pipeline_threads > 0 ? options.pipeline_threads : Cores();
   // The worker splits batches above --max-forward-batch (32); here every batch size should
   // be one forward pass, since that is what is being measured.

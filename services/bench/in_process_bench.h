@@ -37,7 +37,9 @@ struct InProcessOptions {
   int instances = 0;         // forward passes at once, as deeplab-worker --instances
   int pipeline_threads = 0;  // decode/encode threads; 0: one per core
   std::string device = "cpu";
-  int batch_slots = 0;  // batches in flight, as deeplab-worker --batch-slots (0: instances + 1)
+  int batch_slots = 0;  // batches in flight, as deeplab-worker --batch-slots (0: its default)
+  std::string precision = "config";  // as deeplab-worker --precision
+  std::string layout = "auto";       // as deeplab-worker --layout
 };
 
 // Filled before the first batch size runs.
@@ -45,6 +47,9 @@ struct InProcessInfo {
   std::string runtime;  // e.g. "cpu fp32"
   std::vector<int> batch_sizes;
 };
+
+// INVALID_ARGUMENT for a precision or layout name deeplab-worker would refuse.
+absl::Status CheckInProcessOptions(const InProcessOptions& options);
 
 // Loads the weight set, then runs each batch size, calling `on_start` once loaded and
 // `on_step` after each batch size. NOT_FOUND: no such repository or weight set (the message

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <future>
+#include <map>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
@@ -376,6 +377,93 @@ TEST_F(EngineTest, TwoInstancesGiveTheSameLabelsAsOne) {
         << "request " << i;
   }
   EXPECT_TRUE(two.WaitIdle(absl::Seconds(10)));
+}
+
+// Only uint8 travels: pixels at the input size in, labels (and probabilities when asked)
+// at the original size out, counted per weight set and direction.
+TEST_F(EngineTest, BytesMovedToTheDeviceAndBackAreCounted) {
+  prometheus::Registry registry;
+  WorkerMetrics metrics(registry);
+  WorkerEngine engine(options_, &metrics);
+  engine.LoadWeightSet(ColourConfig("letterbox", 64, 64, v1::RESIZE_MODE_LETTERBOX),
+                       *dir_ + "/colour_argmax.pt");
+  v1::InferRequest request =
+      Request("letterbox", {Png(Blocks(30, 50, 1, 3)), Png(Blocks(40, 20, 2, 2)), "not an image"});
+  request.mutable_items(1)->mutable_outputs()->set_probabilities(true);
+  v1::InferResponse response;
+  std::promise<absl::Status> done;
+  engine.Infer(request, &response, [&](absl::Status s) { done.set_value(s); });
+  ASSERT_TRUE(done.get_future().get().ok());
+  ASSERT_EQ(response.items(2).code(), static_cast<int>(absl::StatusCode::kInvalidArgument));
+  std::map<std::string, double> bytes;
+  for (const prometheus::MetricFamily& family : registry.Collect()) {
+    if (family.name != "deeplab_worker_device_transfer_bytes_total") continue;
+    for (const prometheus::ClientMetric& m : family.metric) {
+      std::string model, direction;
+      for (const prometheus::ClientMetric::Label& l : m.label) {
+        if (l.name == "model") model = l.value;
+        if (l.name == "direction") direction = l.value;
+      }
+      bytes[model + "/" + direction] = m.counter.value;
+    }
+  }
+  // The bad image never reaches the batch path.
+  EXPECT_EQ(bytes["letterbox/to_device"], 2 * 64 * 64 * 3);
+  EXPECT_EQ(bytes["letterbox/to_host"], 30 * 50 + 40 * 20 * (1 + 3));
+}
+
+// Precision auto with a bar no precision can pass: the weight set serves in fp32 and says
+// why in Status; with the default bar it keeps the faster precision where it holds.
+TEST_F(EngineTest, PrecisionAutoFallsBackToFp32WithTheReason) {
+  v1::ModelConfig config;
+  config.set_name("net");
+  config.mutable_architecture()->set_backbone("mobilenetv2");
+  config.mutable_architecture()->set_num_classes(4);
+  config.mutable_architecture()->set_alpha(0.35);
+  config.mutable_input()->set_height(64);
+  config.mutable_input()->set_width(64);
+  config.mutable_weights()->set_format(v1::WEIGHTS_FORMAT_RANDOM);
+  config.set_precision(v1::PRECISION_AUTO);
+  for (const double bar : {1.01, 0.5}) {
+    WorkerOptions options = options_;
+    options.runtime.force_precision = true;  // bf16 on any CPU, as on one with AVX512-BF16
+    options.runtime.min_label_agreement = bar;
+    WorkerEngine engine(options, nullptr);
+    engine.LoadWeightSet(config, "");
+    const v1::StatusResponse status = engine.Status();
+    ASSERT_EQ(status.weight_sets_size(), 1);
+    EXPECT_TRUE(status.weight_sets(0).ready()) << status.weight_sets(0).reason();
+    if (bar > 1) {
+      EXPECT_THAT(status.weight_sets(0).runtime(),
+                  ::testing::MatchesRegex("cpu fp32.* \\(auto: bf16 labels agreed with fp32 on "
+                                          "[0-9.]+% of the check input, below 101.00%\\)"));
+    } else {
+      EXPECT_THAT(status.weight_sets(0).runtime(),
+                  ::testing::MatchesRegex("cpu bf16.* \\(auto: labels agree with fp32 on [0-9.]+% "
+                                          "of the check input\\)"));
+    }
+    // It serves either way.
+    const v1::InferRequest request = Request("net", {Png(Blocks(50, 70, 2, 2))});
+    v1::InferResponse response;
+    std::promise<absl::Status> done;
+    engine.Infer(request, &response, [&](absl::Status s) { done.set_value(s); });
+    ASSERT_TRUE(done.get_future().get().ok());
+    EXPECT_EQ(response.items(0).code(), 0) << response.items(0).message();
+  }
+}
+
+TEST(EngineFlagsTest, LayoutPrecisionAndBatchSlots) {
+  EXPECT_EQ(*ParseLayoutChoice("auto"), LayoutChoice::kAuto);
+  EXPECT_EQ(*ParseLayoutChoice("channels_last"), LayoutChoice::kChannelsLast);
+  EXPECT_EQ(ParseLayoutChoice("nhwc").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(ParsePrecisionOverride("config")->has_value());
+  EXPECT_EQ(**ParsePrecisionOverride("auto"), Precision::kAuto);
+  EXPECT_EQ(**ParsePrecisionOverride("fp16"), Precision::kFp16);
+  EXPECT_EQ(ParsePrecisionOverride("int8").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(DefaultBatchSlots(0, 2, "cpu"), 3);
+  EXPECT_EQ(DefaultBatchSlots(0, 1, "cuda"), 3);  // two batches on the device, one decoding
+  EXPECT_EQ(DefaultBatchSlots(0, 2, "cuda:1"), 5);
+  EXPECT_EQ(DefaultBatchSlots(7, 1, "cuda"), 7);
 }
 
 TEST(DefaultInstancesTest, TwoOnCpuOneOnCuda) {

@@ -420,5 +420,75 @@ TEST(PrecisionTest, UnsupportedPrecisionFallsBackToFp32AndSaysSo) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// Precision auto keeps the candidate only where its labels agree with fp32's on the check
+// input; when they do not, the weights are fp32 again, bit for bit (restored, not
+// converted back from the candidate's rounding).
+TEST(PrecisionTest, AutoKeepsTheCandidateOrRestoresFp32Exactly) {
+  const std::string dir = testing::TempDir("auto");
+  ModelSpec spec = testing::Spec("mobilenetv2", 3);
+  spec.decoder = 1;
+  torch::manual_seed(11);
+  DeepLabV3Plus net = testing::Build(spec);
+  ASSERT_TRUE(SaveNativeCheckpoint(dir + "/m.dlck", net, "test").ok());
+  const std::string path = dir + "/m.dlck";
+  auto fp32 = LoadSegmentationModel(spec, WeightsFormat::kNative, path, RuntimeOptions());
+  ASSERT_TRUE(fp32.ok());
+  const torch::Tensor x = MakePrecisionCheckInput(96, 80);
+  ASSERT_EQ(x.sizes(), (std::vector<int64_t>{1, 3, 96, 80}));
+  EXPECT_LE(x.abs().max().item<float>(), 1.0f);
+  const torch::Tensor want = *(*fp32)->Forward(x);
+
+  RuntimeOptions automatic;
+  automatic.precision = Precision::kAuto;
+  automatic.force_precision = true;  // bf16 on any CPU, as on one with native bf16
+  automatic.precision_check_input = x;
+  automatic.min_label_agreement = 0.5;
+  auto kept = LoadSegmentationModel(spec, WeightsFormat::kNative, path, automatic);
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  EXPECT_EQ((*kept)->dtype(), torch::kBFloat16);
+  EXPECT_THAT((*kept)->runtime(), HasSubstr("cpu bf16 (auto: labels agree with fp32 on "));
+
+  automatic.min_label_agreement = 1.01;  // nothing passes
+  auto fell_back = LoadSegmentationModel(spec, WeightsFormat::kNative, path, automatic);
+  ASSERT_TRUE(fell_back.ok()) << fell_back.status();
+  EXPECT_EQ((*fell_back)->dtype(), torch::kFloat32);
+  EXPECT_THAT((*fell_back)->runtime(),
+              HasSubstr("cpu fp32 (auto: bf16 labels agreed with fp32 on "));
+  EXPECT_THAT((*fell_back)->runtime(), HasSubstr("below 101.00%)"));
+  EXPECT_TRUE(torch::equal(*(*fell_back)->Forward(x), want));
+
+  // Without forcing: bf16 only where this CPU has it natively.
+  automatic.force_precision = false;
+  automatic.min_label_agreement = 0.5;
+  auto native = LoadSegmentationModel(spec, WeightsFormat::kNative, path, automatic);
+  ASSERT_TRUE(native.ok());
+  if (CpuHasNativeBf16()) {
+    EXPECT_EQ((*native)->dtype(), torch::kBFloat16);
+  } else {
+    EXPECT_THAT((*native)->runtime(), HasSubstr("cpu fp32 (auto: this CPU has no native bf16)"));
+  }
+  std::filesystem::remove_all(dir);
+}
+
+// Run works on the device with the model's dtype, in either layout, and refuses the rest.
+TEST(SegmentationModelTest, RunTakesTheModelsDtypeInEitherLayout) {
+  auto model = LoadSegmentationModel(testing::Spec("mobilenetv2", 3, 8, 0.35),
+                                     WeightsFormat::kRandom, "");
+  ASSERT_TRUE(model.ok());
+  const torch::Tensor x = MakePrecisionCheckInput(40, 56);
+  const torch::Tensor a = *(*model)->Run(x);
+  const torch::Tensor b = *(*model)->Run(x.contiguous(torch::MemoryFormat::ChannelsLast));
+  EXPECT_EQ(a.sizes(), (std::vector<int64_t>{1, 3, 40, 56}));
+  EXPECT_TRUE(torch::allclose(a, b, 1e-4, 1e-5));
+  (*model)->SetChannelsLast(true);
+  EXPECT_TRUE((*model)->channels_last());
+  EXPECT_THAT((*model)->runtime(), HasSubstr("channels_last"));
+  EXPECT_TRUE(torch::allclose(*(*model)->Run(x), a, 1e-4, 1e-5));
+  EXPECT_EQ((*model)->Run(x.to(torch::kBFloat16)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*model)->Run(torch::zeros({1, 4, 8, 8})).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace deeplab

@@ -26,7 +26,9 @@ enum class WeightsFormat {
 // "keras_h5", "native", "torchscript", "random" -> format; anything else INVALID_ARGUMENT.
 absl::StatusOr<WeightsFormat> ParseWeightsFormat(const std::string& name);
 
-enum class Precision { kFp32, kBf16, kFp16 };
+// kAuto: the fastest precision the device runs natively (fp16 on CUDA, bf16 on a CPU with
+// native bf16, else fp32), kept only where its labels agree with fp32's (see RuntimeOptions).
+enum class Precision { kFp32, kBf16, kFp16, kAuto };
 
 // Where and how a model runs. Defaults are what the worker uses on a CPU.
 struct RuntimeOptions {
@@ -39,10 +41,25 @@ struct RuntimeOptions {
   bool force_precision = false;
   // Fold BatchNorm into the convolutions (DeepLab networks; no effect on TorchScript).
   bool fold_batch_norm = true;
-  // NHWC activations and weights: cuDNN's fast layout. On the CPU, NCHW measured faster
-  // with LibTorch 1.13 (README, "Measurements"), so the worker turns this on for CUDA only.
+  // NHWC activations and weights at load. The worker times both layouts at warm-up and
+  // switches (SegmentationModel::SetChannelsLast); tools and tests pick one here.
   bool channels_last = false;
+  // Precision kAuto: the candidate's labels must agree with fp32's on at least this fraction
+  // of the pixels of `precision_check_input`, or the model loads in fp32 and runtime() says
+  // why. Measured on an H200 with the demo weights: fp16 99.998%, bf16 99.97%.
+  double min_label_agreement = 0.99;
+  // NCHW float32 on the CPU, normalized as the weight set requires. Undefined: a procedural
+  // scene of 256x256 (MakePrecisionCheckInput).
+  torch::Tensor precision_check_input;
 };
+
+// A fixed, deterministic input for the precision check: smooth colour fields with a few
+// sharp-edged shapes, in [-1, 1], NCHW float32 [1, 3, height, width]. Natural-image-like
+// rather than noise, whose near-ties would flip labels at any precision.
+torch::Tensor MakePrecisionCheckInput(int height, int width);
+
+// "fp32", "bf16" or "fp16".
+const char* PrecisionName(torch::ScalarType dtype);
 
 // True when this CPU has native bf16 arithmetic (AVX512-BF16 or AMX-BF16).
 bool CpuHasNativeBf16();
@@ -51,14 +68,32 @@ class SegmentationModel {
  public:
   virtual ~SegmentationModel() = default;
 
-  // input: NCHW float32, normalized as the weight set requires. Returns NCHW float32 scores
-  // (logits or probabilities) with num_classes() channels at the input's height and width.
-  // Errors: INVALID_ARGUMENT for a bad input shape, INTERNAL when the model itself fails.
-  virtual absl::StatusOr<torch::Tensor> Forward(const torch::Tensor& input) = 0;
+  // Where and in which form the network runs: the batch path builds its input to match.
+  virtual torch::Device device() const = 0;
+  virtual torch::ScalarType dtype() const = 0;
+  virtual bool channels_last() const = 0;
+
+  // The network alone, on its device: input NCHW of dtype() on device() (either memory
+  // format; converted to the model's if it differs), on the current stream. Returns scores
+  // [N, num_classes(), H, W] on device() in dtype() (logits or probabilities) at the input's
+  // height and width; nothing is copied to the host.
+  // Errors: INVALID_ARGUMENT for a bad input, INTERNAL when the model itself fails.
+  virtual absl::StatusOr<torch::Tensor> Run(const torch::Tensor& input) = 0;
+
+  // Converts the weights to the other layout (the worker's warm-up times both). Not
+  // thread-safe: no Run may be in progress.
+  virtual void SetChannelsLast(bool channels_last) = 0;
+
+  // Run from and to the host, for tools and tests: input NCHW float32 on any device,
+  // normalized as the weight set requires; returns NCHW float32 scores on the CPU.
+  absl::StatusOr<torch::Tensor> Forward(const torch::Tensor& input);
 
   virtual int num_classes() const = 0;
   // Device, precision and layout in use, e.g. "cpu fp32 channels_last" or
-  // "cpu fp32 (bf16 requested: this CPU has no native bf16)".
+  // "cpu fp32 (bf16 requested: this CPU has no native bf16)"; with precision kAuto it says
+  // how the choice went, e.g. "cuda:0 fp16 (auto: labels agree with fp32 on 99.99% of the
+  // check input)" or "cpu fp32 (auto: bf16 labels agreed with fp32 on 97.10% of the check
+  // input, below 99%)".
   virtual std::string runtime() const = 0;
   // For logs and Status: e.g. "xception65/os16/21 classes from /models/voc/weights.h5".
   virtual std::string Describe() const = 0;

@@ -2,7 +2,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <iterator>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -26,6 +29,8 @@ Precision PrecisionFromConfig(v1::Precision p) {
       return Precision::kBf16;
     case v1::PRECISION_FP16:
       return Precision::kFp16;
+    case v1::PRECISION_AUTO:
+      return Precision::kAuto;
     default:
       return Precision::kFp32;
   }
@@ -53,6 +58,7 @@ struct WorkerEngine::WeightSet {
   v1::ModelConfig config;
   PipelineConfig pipeline;
   std::unique_ptr<SegmentationModel> model;
+  std::unique_ptr<BatchPath> batch_path;
   bool ready = false;
   std::string reason;
 };
@@ -65,13 +71,39 @@ struct WorkerEngine::Job {
   std::shared_ptr<WeightSet> weight_set;
   std::vector<PreparedImage> prepared;
   std::vector<absl::Status> status;
-  std::vector<torch::Tensor> scores;
+  // The items in the batch path, and the batch there.
+  std::vector<int> ok_items;
+  std::unique_ptr<BatchRun> run;
+  std::chrono::steady_clock::time_point submitted;
   std::atomic<int> pending{0};
 };
 
 int DefaultInstances(int requested, const std::string& device) {
   if (requested > 0) return requested;
   return absl::StartsWith(device, "cuda") ? 1 : 2;
+}
+
+absl::StatusOr<LayoutChoice> ParseLayoutChoice(const std::string& name) {
+  if (name == "auto") return LayoutChoice::kAuto;
+  if (name == "nchw") return LayoutChoice::kNchw;
+  if (name == "channels_last") return LayoutChoice::kChannelsLast;
+  return absl::InvalidArgumentError(
+      absl::StrCat("layout must be auto, nchw or channels_last, not '", name, "'"));
+}
+
+absl::StatusOr<std::optional<Precision>> ParsePrecisionOverride(const std::string& name) {
+  if (name == "config") return std::optional<Precision>();
+  if (name == "auto") return std::optional<Precision>(Precision::kAuto);
+  if (name == "fp32") return std::optional<Precision>(Precision::kFp32);
+  if (name == "bf16") return std::optional<Precision>(Precision::kBf16);
+  if (name == "fp16") return std::optional<Precision>(Precision::kFp16);
+  return absl::InvalidArgumentError(
+      absl::StrCat("precision must be config, auto, fp32, bf16 or fp16, not '", name, "'"));
+}
+
+int DefaultBatchSlots(int requested, int instances, const std::string& device) {
+  if (requested > 0) return requested;
+  return instances * (absl::StartsWith(device, "cuda") ? 2 : 1) + 1;
 }
 
 WorkerEngine::WorkerEngine(WorkerOptions options, WorkerMetrics* metrics)
@@ -139,7 +171,7 @@ absl::Status WorkerEngine::LoadRepository(const std::string& repository,
     } else if (absl::Status s = CheckWeightsFile(entry); !s.ok()) {
       AddNotReady(entry.name, &*entry.config, s);
     } else {
-      LoadWeightSet(*entry.config, entry.weights_path);
+      LoadWeightSet(*entry.config, entry.weights_path, entry.dir + "/samples/images");
     }
   }
   return absl::OkStatus();
@@ -157,35 +189,90 @@ void WorkerEngine::AddNotReady(const std::string& name, const v1::ModelConfig* c
   weight_sets_[name] = ws;
 }
 
-void WorkerEngine::LoadWeightSet(const v1::ModelConfig& config, const std::string& weights_path) {
+torch::Tensor WorkerEngine::PrecisionCheckInput(const v1::ModelConfig& config,
+                                                const PipelineConfig& pipeline,
+                                                const std::string& samples_dir) const {
+  // The weight set's own sample images when it ships some (what it was trained for), else a
+  // procedural scene: an out-of-domain input is full of near-ties no precision keeps.
+  std::vector<std::string> files;
+  std::error_code error;
+  if (!samples_dir.empty() && std::filesystem::is_directory(samples_dir, error)) {
+    for (const auto& entry : std::filesystem::directory_iterator(samples_dir, error)) {
+      if (entry.is_regular_file()) files.push_back(entry.path().string());
+    }
+    std::sort(files.begin(), files.end());
+  }
+  std::vector<const BatchItem*> items;
+  std::vector<PreparedImage> prepared;
+  prepared.reserve(4);
+  for (const std::string& file : files) {
+    if (prepared.size() == 4) break;
+    std::ifstream in(file, std::ios::binary);
+    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    absl::StatusOr<cv::Mat> rgb = DecodeImage(bytes, options_.limits);
+    if (!rgb.ok()) continue;
+    prepared.push_back(Preprocess(*rgb, pipeline));
+  }
+  std::vector<torch::Tensor> inputs;
+  for (const PreparedImage& image : prepared) {
+    const BatchInput& in = image.item.inputs[0];
+    inputs.push_back(NormalizeBatch(in.pixels.unsqueeze(0), {in.valid_height}, {in.valid_width},
+                                    MakeBatchPathOptions(pipeline, 1).normalization,
+                                    torch::kFloat32, false));
+  }
+  if (inputs.empty()) {
+    return MakePrecisionCheckInput(config.input().height(), config.input().width());
+  }
+  return torch::cat(inputs);
+}
+
+void WorkerEngine::LoadWeightSet(const v1::ModelConfig& config, const std::string& weights_path,
+                                 const std::string& samples_dir) {
   auto ws = std::make_shared<WeightSet>();
   ws->name = config.name();
   ws->config = config;
   ws->pipeline = MakePipelineConfig(config);
   RuntimeOptions runtime = options_.runtime;
-  runtime.precision = PrecisionFromConfig(config.precision());
+  runtime.precision = options_.precision.value_or(PrecisionFromConfig(config.precision()));
+  if (runtime.precision == Precision::kAuto && !runtime.precision_check_input.defined()) {
+    runtime.precision_check_input = PrecisionCheckInput(config, ws->pipeline, samples_dir);
+  }
+  // Without timing at warm-up, the layout measured faster in the common case: channels-last
+  // on CUDA (cuDNN), NCHW on a CPU (README, "Runtime").
+  const bool cuda = absl::StartsWith(device_, "cuda");
+  runtime.channels_last = options_.layout == LayoutChoice::kChannelsLast ||
+                          (options_.layout == LayoutChoice::kAuto && cuda);
   const auto start = std::chrono::steady_clock::now();
   absl::StatusOr<std::unique_ptr<SegmentationModel>> model = LoadSegmentationModel(
       SpecFromConfig(config), FormatFromConfig(config.weights().format()), weights_path, runtime);
+  std::string warm_line;
   if (!model.ok()) {
     ws->reason = std::string(model.status().message());
   } else {
     ws->model = *std::move(model);
+    BatchPathOptions options = MakeBatchPathOptions(ws->pipeline, options_.max_forward_batch);
+    options.padded_batch_sizes =
+        options_.padded_batch_sizes.empty()
+            ? DefaultPaddedBatchSizes(ws->model->device(), options_.max_forward_batch)
+            : options_.padded_batch_sizes;
+    ws->batch_path = std::make_unique<BatchPath>(ws->model.get(), std::move(options));
     ws->ready = true;
     if (options_.warm_up) {
-      // A batch of one at the input size: the first forward pass allocates and picks
+      // Every padded batch size once: the first pass of a shape allocates and picks
       // convolution algorithms; better here than in a client's latency.
-      auto warm = ws->model->Forward(
-          torch::zeros({1, 3, config.input().height(), config.input().width()}));
+      absl::StatusOr<std::string> warm =
+          ws->batch_path->WarmUp(options_.layout == LayoutChoice::kAuto);
       if (!warm.ok()) {
         ws->ready = false;
         ws->reason = absl::StrCat("warm-up failed: ", warm.status().message());
+      } else {
+        warm_line = absl::StrCat("; ", *warm);
       }
     }
   }
   if (ws->ready) {
     Log(absl::StrCat("weight set ", ws->name, " ready (", ws->model->Describe(), ", ",
-                     ws->model->runtime(), ") in ", SecondsSince(start), " s"));
+                     ws->model->runtime(), ") in ", SecondsSince(start), " s", warm_line));
   } else {
     Log(absl::StrCat("weight set ", ws->name, " not ready: ", ws->reason));
   }
@@ -241,7 +328,6 @@ void WorkerEngine::Infer(const v1::InferRequest& request, v1::InferResponse* res
   const int n = request.items_size();
   job->prepared.resize(n);
   job->status.resize(n);
-  job->scores.resize(n);
   response->clear_items();
   for (int i = 0; i < n; ++i) response->add_items()->set_id(request.items(i).id());
   job->pending = n;
@@ -261,6 +347,8 @@ void WorkerEngine::DecodeItem(const std::shared_ptr<Job>& job, int index) {
     } else {
       start = std::chrono::steady_clock::now();
       job->prepared[index] = Preprocess(*rgb, ws.pipeline);
+      job->prepared[index].item.want_probabilities =
+          job->request->items(index).outputs().probabilities();
       timings->set_preprocess_seconds(SecondsSince(start));
     }
   } catch (const std::exception& e) {
@@ -279,6 +367,16 @@ void WorkerEngine::DecodeItem(const std::shared_ptr<Job>& job, int index) {
 }
 
 void WorkerEngine::ForwardLoop() {
+  // On CUDA, two streams: the batch being enqueued and the one the device is computing.
+  std::vector<c10::Stream> streams;
+  try {
+    streams = DeviceStreams(torch::Device(device_), 2);
+  } catch (const c10::Error& e) {
+    // A bad or absent device: the weight sets fail to load and say why; run stream-less.
+  }
+  const size_t max_in_flight = streams.empty() ? 1 : streams.size();
+  std::deque<std::shared_ptr<Job>> in_flight;
+  size_t next_stream = 0;
   for (;;) {
     std::shared_ptr<Job> job;
     {
@@ -286,99 +384,109 @@ void WorkerEngine::ForwardLoop() {
       auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
         return stopping_ || !forward_queue_.empty();
       };
-      mu_.Await(absl::Condition(&ready));
-      if (forward_queue_.empty()) return;
-      job = forward_queue_.front();
-      forward_queue_.pop_front();
+      // With a batch on the device, take the next one only if it is already waiting.
+      if (in_flight.empty()) mu_.Await(absl::Condition(&ready));
+      if (!forward_queue_.empty()) {
+        job = forward_queue_.front();
+        forward_queue_.pop_front();
+      }
     }
-    RunForward(job);
+    if (job == nullptr) {
+      if (in_flight.empty()) return;  // stopping
+      CollectBatch(in_flight.front());
+      in_flight.pop_front();
+      continue;
+    }
+    std::optional<c10::Stream> stream;
+    if (!streams.empty()) stream = streams[next_stream++ % streams.size()];
+    if (SubmitBatch(job, stream)) in_flight.push_back(job);
+    // Keep at most max_in_flight batches submitted: wait for the oldest beyond that.
+    while (in_flight.size() >= max_in_flight) {
+      CollectBatch(in_flight.front());
+      in_flight.pop_front();
+    }
   }
 }
 
-void WorkerEngine::RunForward(const std::shared_ptr<Job>& job) {
+bool WorkerEngine::SubmitBatch(const std::shared_ptr<Job>& job, std::optional<c10::Stream> stream) {
   const WeightSet& ws = *job->weight_set;
-  std::vector<int> ok_items;
-  std::vector<torch::Tensor> inputs;
+  std::vector<const BatchItem*> items;
   for (size_t i = 0; i < job->prepared.size(); ++i) {
     if (!job->status[i].ok()) continue;
-    ok_items.push_back(static_cast<int>(i));
-    for (const torch::Tensor& t : job->prepared[i].inputs) inputs.push_back(t);
+    job->ok_items.push_back(static_cast<int>(i));
   }
-  if (!ok_items.empty() && job->cancelled && job->cancelled()) {
-    for (int i : ok_items) {
+  if (!job->ok_items.empty() && job->cancelled && job->cancelled()) {
+    for (int i : job->ok_items) {
       job->status[i] = absl::CancelledError("the caller cancelled the batch before it ran");
     }
-    ok_items.clear();
+    job->ok_items.clear();
   }
-  job->response->set_batch_cost(static_cast<int>(inputs.size()));
-  if (!ok_items.empty()) {
-    const auto start = std::chrono::steady_clock::now();
-    std::vector<torch::Tensor> outputs;
-    absl::Status failed;
-    // Several passes when a batch (tiled images count their patches) exceeds the limit.
-    for (size_t begin = 0; begin < inputs.size() && failed.ok();
-         begin += options_.max_forward_batch) {
-      const size_t end = std::min(inputs.size(), begin + options_.max_forward_batch);
-      // Stacking CHW views of the HWC inputs yields a contiguous NCHW batch: the one copy of
-      // the pixels between preprocessing and the model (CUDA converts to channels-last there).
-      std::vector<torch::Tensor> chunk;
-      for (size_t k = begin; k < end; ++k) chunk.push_back(inputs[k].permute({2, 0, 1}));
-      torch::Tensor batch = torch::stack(chunk);
-      absl::StatusOr<torch::Tensor> out = ws.model->Forward(batch);
-      if (!out.ok()) {
-        failed = out.status();
-      } else {
-        outputs.push_back(*out);
-      }
-    }
-    const double seconds = SecondsSince(start);
-    job->response->set_forward_seconds(seconds);
-    if (metrics_ != nullptr) {
-      metrics_->ObserveStage(ws.name, "forward", seconds);
-      metrics_->ObserveBatchCost(ws.name, static_cast<double>(inputs.size()));
-    }
-    if (!failed.ok()) {
-      Log(absl::StrCat("forward pass of ", ws.name, " failed: ", failed.message()));
-      for (int i : ok_items) job->status[i] = failed;
-      ok_items.clear();
-    } else {
-      torch::Tensor all = outputs.size() == 1 ? outputs[0] : torch::cat(outputs, 0);
-      int64_t offset = 0;
-      for (int i : ok_items) {
-        const int cost = job->prepared[i].cost();
-        job->scores[i] = all.slice(0, offset, offset + cost);
-        offset += cost;
-        job->response->mutable_items(i)->mutable_result()->mutable_timings()->set_forward_seconds(
-            seconds);
-      }
-    }
+  int cost = 0;
+  for (int i : job->ok_items) {
+    items.push_back(&job->prepared[i].item);
+    cost += job->prepared[i].cost();
   }
-  if (ok_items.empty()) {
+  job->response->set_batch_cost(cost);
+  if (items.empty()) {
+    FinishJob(job);
+    return false;
+  }
+  job->submitted = std::chrono::steady_clock::now();
+  job->run = ws.batch_path->Submit(items, stream);
+  if (metrics_ != nullptr) {
+    metrics_->ObserveBatchCost(ws.name, static_cast<double>(cost));
+  }
+  return true;
+}
+
+void WorkerEngine::CollectBatch(const std::shared_ptr<Job>& job) {
+  const WeightSet& ws = *job->weight_set;
+  const absl::Status failed = job->run->Wait();
+  // Submit to outputs on the host: on CUDA this includes waiting behind the batch before.
+  const double seconds = SecondsSince(job->submitted);
+  job->response->set_forward_seconds(seconds);
+  if (metrics_ != nullptr) {
+    metrics_->ObserveStage(ws.name, "forward", seconds);
+    metrics_->CountDeviceBytes(ws.name, kToDevice, job->run->bytes_to_device());
+  }
+  if (!failed.ok()) {
+    Log(absl::StrCat("forward pass of ", ws.name, " failed: ", failed.message()));
+    for (int i : job->ok_items) job->status[i] = failed;
     FinishJob(job);
     return;
   }
-  job->pending = static_cast<int>(ok_items.size());
-  for (int i : ok_items) pool_->Schedule([this, job, i] { FinishItem(job, i); });
+  if (metrics_ != nullptr) metrics_->CountDeviceBytes(ws.name, kToHost, job->run->bytes_to_host());
+  for (int i : job->ok_items) {
+    job->response->mutable_items(i)->mutable_result()->mutable_timings()->set_forward_seconds(
+        seconds);
+  }
+  job->pending = static_cast<int>(job->ok_items.size());
+  for (size_t k = 0; k < job->ok_items.size(); ++k) {
+    const int i = job->ok_items[k];
+    pool_->Schedule([this, job, i, k] {
+      FinishItem(job, i, static_cast<int>(k));
+    });
+  }
 }
 
-void WorkerEngine::FinishItem(const std::shared_ptr<Job>& job, int index) {
+void WorkerEngine::FinishItem(const std::shared_ptr<Job>& job, int index, int position) {
   const WeightSet& ws = *job->weight_set;
   const v1::InferItem& item = job->request->items(index);
   v1::SegmentationResult* result = job->response->mutable_items(index)->mutable_result();
   try {
     auto start = std::chrono::steady_clock::now();
-    ItemScores scores = ComputeLabels(job->prepared[index], job->scores[index], ws.pipeline,
-                                      item.outputs().probabilities());
+    // On a CPU the labels are restored here, in parallel over items; on a device they were
+    // restored there and this hands over the copies.
+    ItemOutputs outputs = job->run->TakeOutputs(position);
     result->mutable_timings()->set_postprocess_seconds(SecondsSince(start));
     start = std::chrono::steady_clock::now();
-    EncodeOutputs(job->prepared[index], scores, ws.pipeline, item.outputs(), result);
+    EncodeOutputs(job->prepared[index], outputs, ws.pipeline, item.outputs(), result);
     result->mutable_timings()->set_encode_seconds(SecondsSince(start));
   } catch (const std::exception& e) {
     job->status[index] = absl::InternalError(absl::StrCat("postprocessing failed: ", e.what()));
   }
   // Free the big buffers as soon as this item is done, not when the whole batch is.
   job->prepared[index] = PreparedImage();
-  job->scores[index] = torch::Tensor();
   if (metrics_ != nullptr && job->status[index].ok()) {
     metrics_->ObserveStage(ws.name, "postprocess", result->timings().postprocess_seconds());
     metrics_->ObserveStage(ws.name, "encode", result->timings().encode_seconds());
@@ -403,7 +511,7 @@ void WorkerEngine::FinishJob(const std::shared_ptr<Job>& job) {
   if (metrics_ != nullptr) metrics_->CountBatch(model, "OK");
   DoneCallback done = std::move(job->done);
   job->prepared.clear();
-  job->scores.clear();
+  job->run.reset();
   {
     absl::MutexLock lock(&mu_);
     --in_flight_;

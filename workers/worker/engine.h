@@ -1,10 +1,15 @@
 // WorkerEngine: hosts the weight sets of one worker process and runs Infer batches through
-// decode -> preprocess -> forward -> postprocess -> encode.
+// decode -> preprocess -> batch path (workers/batch: upload, normalize, forward, restore
+// labels, on the model's device) -> encode.
 //
-// Concurrency: decode/preprocess and postprocess/encode run per item on a thread pool;
-// forward passes run on `instances` dedicated threads, one pass each at a time (the
-// intra-op threads of LibTorch parallelise each one). So the next batch decodes while the
-// current one is in the forward pass. The engine is independent of gRPC: Infer reports completion through a callback.
+// Concurrency: decode/preprocess and encode run per item on a thread pool; batches go
+// through the batch path on `instances` dedicated threads (the intra-op threads of LibTorch
+// parallelise each pass). On a CPU each thread runs one batch at a time, and the labels of
+// its items are restored on the pool. On CUDA each thread keeps two batches in flight on
+// two streams: it enqueues the next batch (upload, forward, restore, copy back) while the
+// device computes the current one, and waits only for the older one's outputs. So the next
+// batch decodes while the current one is in the forward pass. The engine is independent of
+// gRPC: Infer reports completion through a callback.
 //
 // Thread-safe. Load* must finish before Infer is called for the weight sets it loads.
 // The destructor waits for in-flight batches.
@@ -14,6 +19,7 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <optional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -21,6 +27,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/image_codec.h"
@@ -32,15 +39,21 @@
 
 namespace deeplab {
 
+// The network's memory layout: chosen by timing both at warm-up, or fixed.
+enum class LayoutChoice { kAuto, kNchw, kChannelsLast };
+
 struct WorkerOptions {
   ImageLimits limits;
+  // Device and the like; the precision comes from each weight set's config unless
+  // `precision` overrides it for all.
   RuntimeOptions runtime;
+  std::optional<Precision> precision;
+  LayoutChoice layout = LayoutChoice::kAuto;
   // Forward passes that may run at once, each on its own thread (Triton's instance count),
   // each with LibTorch's intra-op threads. See DefaultInstances.
   int instances = 1;
-  // Batches in flight at once (`instances` in forward passes, the others decoding or
-  // encoding); Status reports the free ones so the gateway sends no more than that. At
-  // least instances + 1, so that a decoded batch always waits for the next free instance.
+  // Batches in flight at once (in the batch path, decoding or encoding); Status reports the
+  // free ones so the gateway sends no more than that. See DefaultBatchSlots.
   int batch_slots = 2;
   // Batches accepted beyond the free slots are queued up to this many, then refused with
   // RESOURCE_EXHAUSTED (a gateway that respects free slots never gets there).
@@ -49,14 +62,31 @@ struct WorkerOptions {
   int max_forward_batch = 32;
   // Threads for decode, preprocess, postprocess and encode.
   int pipeline_threads = 2;
-  // Run one forward pass at load so the first request does not pay for lazy initialisation.
+  // At load, run every padded batch size once (and time the layouts, with kAuto) so the
+  // first request pays for no lazy initialisation.
   bool warm_up = true;
+  // Batch sizes forward passes are padded to; empty: DefaultPaddedBatchSizes (CUDA: powers
+  // of two up to max_forward_batch; CPU: none).
+  std::vector<int> padded_batch_sizes;
 };
+
+// Command-line names: "auto", "nchw", "channels_last"; INVALID_ARGUMENT otherwise.
+absl::StatusOr<LayoutChoice> ParseLayoutChoice(const std::string& name);
+// "config" (each weight set's own: nullopt), "auto", "fp32", "bf16", "fp16".
+absl::StatusOr<std::optional<Precision>> ParsePrecisionOverride(const std::string& name);
 
 // The instance count to use: `requested` when positive, else 2 on a CPU and 1 on CUDA
 // (measured on the demo weight set: one forward pass of a small input keeps a CPU's cores
 // busy about half the time, two at once fill them; docs/BENCHMARKS.md).
 int DefaultInstances(int requested, const std::string& device);
+
+// The batch slot count to use: `requested` when positive, else enough for every instance's
+// batches in the batch path (one per instance on a CPU, two on CUDA) plus one decoding.
+int DefaultBatchSlots(int requested, int instances, const std::string& device);
+
+// Bytes each batch moves to the model's device and back (the metrics' direction label).
+inline constexpr char kToDevice[] = "to_device";
+inline constexpr char kToHost[] = "to_host";
 
 class WorkerEngine {
  public:
@@ -72,7 +102,10 @@ class WorkerEngine {
   absl::Status LoadRepository(const std::string& repository, const std::vector<std::string>& only);
 
   // Adds one weight set from a config in code (tests, tools); same rules as the repository.
-  void LoadWeightSet(const v1::ModelConfig& config, const std::string& weights_path);
+  // samples_dir: images of the kind the weights were trained on, if any (the repository's
+  // <name>/samples/images), for precision auto's check; else a procedural scene is used.
+  void LoadWeightSet(const v1::ModelConfig& config, const std::string& weights_path,
+                     const std::string& samples_dir = "");
 
   using DoneCallback = std::function<void(absl::Status)>;
   // Runs one batch. request and response must stay valid until done is called (exactly
@@ -99,9 +132,18 @@ class WorkerEngine {
   // Records a weight set that cannot serve, with the reason Status and the logs give.
   void AddNotReady(const std::string& name, const v1::ModelConfig* config,
                    const absl::Status& why);
+  // Precision auto's check input: up to 4 of the sample images, preprocessed and
+  // normalized as requests are, or a procedural scene at the input size.
+  torch::Tensor PrecisionCheckInput(const v1::ModelConfig& config, const PipelineConfig& pipeline,
+                                    const std::string& samples_dir) const;
   void DecodeItem(const std::shared_ptr<Job>& job, int index);
-  void RunForward(const std::shared_ptr<Job>& job);
-  void FinishItem(const std::shared_ptr<Job>& job, int index);
+  // Submits the batch (on `stream` on CUDA); false when nothing was submitted (the job is
+  // then finished).
+  bool SubmitBatch(const std::shared_ptr<Job>& job, std::optional<c10::Stream> stream);
+  // Waits for a submitted batch's outputs and hands its items to the pool.
+  void CollectBatch(const std::shared_ptr<Job>& job);
+  // index: the item in the request; position: its place in the batch path's run.
+  void FinishItem(const std::shared_ptr<Job>& job, int index, int position);
   void FinishJob(const std::shared_ptr<Job>& job);
   void ForwardLoop();
 

@@ -1,11 +1,11 @@
-// The per-item image pipeline of a weight set: an RGB image in, network inputs out
-// (Preprocess), and the network's scores back to a label map and outputs at the image's
-// original size (ComputeLabels, EncodeOutputs).
+// The per-item image pipeline of a weight set, the parts that run on the CPU around the
+// batch path (workers/batch): an RGB image in, uint8 network inputs out (Preprocess), and
+// the restored labels back to encoded outputs (EncodeOutputs).
 //
 // Geometry: letterbox (longest side to the input size, aspect kept, zero padding
-// bottom/right; the padding is cropped from the scores), stretch, or tiling (overlapping
-// patches of the input size, scores averaged where they overlap). Labels are the argmax of
-// the scores resized bilinearly (align_corners as configured) to the original size.
+// bottom/right), stretch, or tiling (overlapping patches of the input size at full
+// resolution). Normalization, cropping the padding, resizing scores back and the argmax run
+// in the batch path, on the model's device.
 //
 // All functions are pure and thread-safe; a PipelineConfig is immutable once built.
 #ifndef DEEPLAB_WORKERS_WORKER_PIPELINE_H_
@@ -22,6 +22,7 @@
 #include "common/tiling.h"
 #include "deeplab/v1/common.pb.h"
 #include "deeplab/v1/model_config.pb.h"
+#include "workers/batch/batch_path.h"
 #include "workers/repository/model_repository.h"
 
 namespace deeplab {
@@ -44,46 +45,25 @@ struct PipelineConfig {
 // From a validated config (LoadModelConfig).
 PipelineConfig MakePipelineConfig(const v1::ModelConfig& config);
 
+// The batch path's options for this weight set (everything but the padded batch sizes).
+BatchPathOptions MakeBatchPathOptions(const PipelineConfig& config, int max_forward_batch);
+
 // An image ready for the network.
 struct PreparedImage {
   cv::Mat rgb;  // the original, RGB8, kept for the overlay
-  // One HWC float tensor (or view) of the input size per network input: 1, or one per patch.
-  std::vector<torch::Tensor> inputs;
-  // Letterbox/stretch: the part of the input the image occupies (the rest is padding).
-  int content_height = 0;
-  int content_width = 0;
-  // Tiling: each patch's top-left corner in the original image.
-  std::vector<std::pair<int, int>> tile_origins;
+  // uint8 network inputs (views into one buffer) and the geometry to restore outputs.
+  BatchItem item;
 
   int height() const { return rgb.rows; }
   int width() const { return rgb.cols; }
-  int cost() const { return static_cast<int>(inputs.size()); }
+  int cost() const { return item.geometry.cost(); }
 };
 
 PreparedImage Preprocess(const cv::Mat& rgb, const PipelineConfig& config);
 
-// Labels (CV_8UC1, original size) and, when asked, per-class probabilities.
-struct ItemScores {
-  cv::Mat labels;
-  // num_classes planes of CV_32F at the original size; empty unless probabilities were asked.
-  std::vector<cv::Mat> probabilities;
-};
-
-// scores: [cost, C, input_height, input_width] float, the network's output for this item's
-// inputs in order.
-ItemScores ComputeLabels(const PreparedImage& image, const torch::Tensor& scores,
-                         const PipelineConfig& config, bool want_probabilities);
-
-// The argmax over classes of `planes` ([C, h, w] scores, C <= 256) resized bilinearly to
-// height x width, as torch::nn::functional::interpolate followed by argmax computes it,
-// without resizing every class: where the four source pixels of an output pixel share their
-// argmax, the interpolated scores (a convex combination) have it too; only pixels between
-// differing source pixels interpolate every class. For a 12-megapixel photo and 21 classes
-// that is a few passes over one byte per pixel instead of 21 float planes (1 GB).
-cv::Mat UpsampleArgmax(const torch::Tensor& planes, int height, int width, bool align_corners);
-
-// Fills the outputs `options` ask for (label PNG and class stats when it asks for none).
-void EncodeOutputs(const PreparedImage& image, const ItemScores& scores,
+// Fills the outputs `options` ask for (label PNG and class stats when it asks for none)
+// from the restored labels and, when asked, uint8 probabilities (host tensors).
+void EncodeOutputs(const PreparedImage& image, const ItemOutputs& outputs,
                    const PipelineConfig& config, const v1::OutputOptions& options,
                    v1::SegmentationResult* result);
 

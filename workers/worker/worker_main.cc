@@ -38,7 +38,14 @@ ABSL_FLAG(int, instances, 0,
           "Forward passes run at once; 0: 2 on a CPU (one pass over a small input leaves "
           "cores idle, see docs/BENCHMARKS.md), 1 on CUDA");
 ABSL_FLAG(int, batch_slots, 0,
-          "Batches in flight at once (see Status.free_batch_slots); 0: instances + 1");
+          "Batches in flight at once (see Status.free_batch_slots); 0: instances + 1 on a "
+          "CPU, 2 x instances + 1 on CUDA (each instance keeps two batches on the device)");
+ABSL_FLAG(std::string, precision, "config",
+          "Precision of every weight set: config (each config's own; the shipped ones say "
+          "auto), auto, fp32, bf16 or fp16");
+ABSL_FLAG(std::string, layout, "auto",
+          "Network memory layout: auto (time NCHW and channels-last at warm-up, keep the "
+          "faster), nchw or channels_last");
 ABSL_FLAG(int, max_forward_batch, 32, "Largest forward pass, in network inputs");
 ABSL_FLAG(int64_t, max_image_bytes, 64 << 20, "Largest encoded image accepted, in bytes");
 ABSL_FLAG(int64_t, max_image_pixels, 50'000'000, "Largest decoded image, in pixels");
@@ -79,16 +86,25 @@ int Run() {
 
   deeplab::WorkerOptions options;
   options.runtime.device = absl::GetFlag(FLAGS_device);
-  // NHWC is cuDNN's fast layout; on this project's CPUs (oneDNN in LibTorch 1.13) NCHW with
-  // folded BatchNorm measured faster (README, "Measurements").
-  options.runtime.channels_last = absl::StartsWith(options.runtime.device, "cuda");
+  absl::StatusOr<deeplab::LayoutChoice> layout =
+      deeplab::ParseLayoutChoice(absl::GetFlag(FLAGS_layout));
+  absl::StatusOr<std::optional<deeplab::Precision>> precision =
+      deeplab::ParsePrecisionOverride(absl::GetFlag(FLAGS_precision));
+  for (const absl::Status& s : {layout.status(), precision.status()}) {
+    if (!s.ok()) {
+      std::cerr << "deeplab-worker: --" << s.message() << "\n";
+      return 2;
+    }
+  }
+  options.layout = *layout;
+  options.precision = *precision;
   options.limits.max_bytes = absl::GetFlag(FLAGS_max_image_bytes);
   options.limits.max_pixels = absl::GetFlag(FLAGS_max_image_pixels);
   const int instances =
       deeplab::DefaultInstances(absl::GetFlag(FLAGS_instances), options.runtime.device);
   options.instances = instances;
-  options.batch_slots = absl::GetFlag(FLAGS_batch_slots) > 0 ? absl::GetFlag(FLAGS_batch_slots)
-                                                             : instances + 1;
+  options.batch_slots = deeplab::DefaultBatchSlots(absl::GetFlag(FLAGS_batch_slots), instances,
+                                                   options.runtime.device);
   options.max_forward_batch = std::max(1, absl::GetFlag(FLAGS_max_forward_batch));
   options.pipeline_threads =
       absl::GetFlag(FLAGS_pipeline_threads) > 0 ? absl::GetFlag(FLAGS_pipeline_threads) : cores;

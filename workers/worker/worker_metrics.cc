@@ -41,7 +41,20 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& registry)
       slots_(prometheus::BuildGauge()
                  .Name("deeplab_worker_batch_slots")
                  .Help("Batch slots of this worker, total and free")
-                 .Register(registry)) {}
+                 .Register(registry)),
+      device_bytes_(prometheus::BuildCounter()
+                        .Name("deeplab_worker_device_transfer_bytes_total")
+                        .Help("Bytes of batch inputs sent to the model's device (uint8 pixels) "
+                              "and of outputs brought back (uint8 labels and probabilities), "
+                              "by weight set and direction; on a CPU worker the same buffers "
+                              "are used in place")
+                        .Register(registry)) {}
+
+void WorkerMetrics::CountDeviceBytes(const std::string& model, const std::string& direction,
+                                     int64_t bytes) {
+  device_bytes_.Add({{"model", model}, {"direction", direction}})
+      .Increment(static_cast<double>(bytes));
+}
 
 void WorkerMetrics::CountItem(const std::string& model, const std::string& code) {
   items_.Add({{"model", model}, {"code", code}}).Increment();

@@ -10,6 +10,7 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -27,6 +28,8 @@ class WorkerMetrics {
   void ObserveStage(const std::string& model, const std::string& stage, double seconds);
   void SetReady(const std::string& model, bool ready);
   void SetBatchSlots(int total, int free);
+  // direction: "to_device" or "to_host".
+  void CountDeviceBytes(const std::string& model, const std::string& direction, int64_t bytes);
 
  private:
   prometheus::Family<prometheus::Counter>& items_;
@@ -35,6 +38,7 @@ class WorkerMetrics {
   prometheus::Family<prometheus::Histogram>& stage_seconds_;
   prometheus::Family<prometheus::Gauge>& ready_;
   prometheus::Family<prometheus::Gauge>& slots_;
+  prometheus::Family<prometheus::Counter>& device_bytes_;
 };
 
 // A gRPC status code's canonical name, e.g. 3 -> "INVALID_ARGUMENT".
