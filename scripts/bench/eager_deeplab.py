@@ -519,6 +519,11 @@ def command_bench(args):
     model.eval().to(device=device, dtype=dtype)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     model.to(memory_format=memory_format)
+    if args.compile:
+        if not hasattr(torch, "compile"):
+            raise SystemExit(f"--compile needs PyTorch 2.0 or later; this is {torch.__version__}")
+        # Each batch size compiles on its first (untimed) passes.
+        model = torch.compile(model, mode=args.compile)
     steps = []
     with torch.inference_mode():
         for batch in (int(b) for b in args.batch_sizes.split(",")):
@@ -533,7 +538,8 @@ def command_bench(args):
             print(f"eager {args.arch} {args.dtype} batch {batch}: {median * 1e3:.2f} ms, "
                   f"{batch / median:.2f} images/s", file=sys.stderr, flush=True)
     print(json.dumps({
-        "runtime": f"pytorch {torch.__version__} eager {device} {args.dtype}"
+        "runtime": f"pytorch {torch.__version__} {'compile ' + args.compile if args.compile else 'eager'}"
+                   f" {device} {args.dtype}"
                    f"{' channels_last' if args.channels_last else ''}",
         "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
                         else platform.processor() or platform.machine()),
@@ -554,6 +560,8 @@ def main(argv=None):
     bench.add_argument("--device", default="cpu", help="cpu, cuda or cuda:K")
     bench.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
     bench.add_argument("--channels-last", action="store_true")
+    bench.add_argument("--compile", default="", metavar="MODE",
+                       help="torch.compile the model first (default, reduce-overhead, max-autotune)")
     bench.add_argument("--batch-sizes", default="1", help="comma-separated")
     bench.add_argument("--iterations", type=int, default=10, help="fewest timed passes per size")
     bench.add_argument("--min-seconds", type=float, default=2.0,

@@ -3,9 +3,10 @@
 // against that machine's LibTorch (so it uses LibTorch, Abseil and the model's protobuf
 // config only: no OpenCV, gRPC or HDF5).
 //
-//   deeplab-gpu-check correct DEVICE DEMO_DLCK [SIZE]
+//   deeplab-gpu-check correct DEVICE DEMO_DLCK [SIZE [SAMPLES.u8]]
 //       CPU fp32 against DEVICE in fp32/fp16/bf16: the network's scores (relative L2, label
-//       agreement) on the demo weights and a random Xception-65 (SIZE x SIZE, default
+//       agreement) on the demo weights (on its sample images, raw RGB from
+//       scripts/bench/png_to_raw.py) and a random Xception-65 (SIZE x SIZE, default
 //       512); the batch path's label
 //       restore on the device against the CPU's on the same scores (must be identical), for
 //       letterboxed and tiled items; and how precision auto resolves.
@@ -16,13 +17,17 @@
 //       batches in flight on two streams, as the worker runs it.
 //
 // Prints one "RESULT {json}" line per measurement; scripts/gpu_check.sh makes the table.
+#include <ATen/Parallel.h>
 #include <c10/core/impl/VirtualGuardImpl.h>
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <functional>
+#include <iterator>
+#include <thread>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -160,11 +165,27 @@ void CompareRestore(const std::string& what, const torch::Tensor& device_scores,
                       prob_differ));
 }
 
-int Correct(const std::string& device, const std::string& demo, int size) {
+// The demo weight set's sample images (raw RGB, 128x128 each, from png_to_raw.py),
+// normalized as the demo weight set requires; a procedural scene when there is no file.
+torch::Tensor DemoInput(const std::string& samples) {
+  std::ifstream in(samples, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const int64_t n = static_cast<int64_t>(bytes.size()) / (128 * 128 * 3);
+  if (samples.empty() || n == 0) {
+    std::cerr << "no demo samples: the check input is a procedural scene (out of the demo's "
+                 "domain: expect near-ties)\n";
+    return MakePrecisionCheckInput(128, 128);
+  }
+  const torch::Tensor pixels =
+      torch::from_blob(const_cast<char*>(bytes.data()), {n, 128, 128, 3}, torch::kUInt8).clone();
+  return NormalizeBatch(pixels, {}, {}, InputNormalization::kMinusOneToOne, torch::kFloat32, false);
+}
+
+int Correct(const std::string& device, const std::string& demo, int size,
+            const std::string& samples) {
   const torch::Device dev(device);
   // 1. The network's scores: CPU fp32 against the device in each precision.
-  const torch::Tensor demo_x =
-      torch::cat({MakePrecisionCheckInput(128, 128), MakePrecisionCheckInput(128, 128).flip(3)});
+  const torch::Tensor demo_x = DemoInput(samples);
   auto cpu_demo = Load(DemoSpec(), WeightsFormat::kNative, demo, "cpu", Precision::kFp32, false);
   const torch::Tensor demo_ref = *cpu_demo->Forward(demo_x);
   torch::manual_seed(7);
@@ -197,7 +218,10 @@ int Correct(const std::string& device, const std::string& demo, int size) {
     int height, width;
     bool align;
   };
-  for (const Shape& s : {Shape{"photo 427x640", 427, 640, false}, Shape{"12MP 3024x4032", 3024, 4032, false},
+  // A 12-megapixel photo on a device; a 2-megapixel one at small sizes (the CPU mode).
+  const Shape large = size >= 512 ? Shape{"12MP 3024x4032", 3024, 4032, false}
+                                  : Shape{"2MP 1200x1600", 1200, 1600, false};
+  for (const Shape& s : {Shape{"photo 427x640", 427, 640, false}, large,
                          Shape{"small 97x61 align_corners", 97, 61, true}}) {
     BatchItem item = LetterboxItem(s.height, s.width, size);
     restore.align_corners = s.align;
@@ -225,7 +249,7 @@ int Correct(const std::string& device, const std::string& demo, int size) {
   RuntimeOptions automatic;
   automatic.device = device;
   automatic.precision = Precision::kAuto;
-  automatic.precision_check_input = MakePrecisionCheckInput(128, 128);
+  automatic.precision_check_input = demo_x;
   auto chosen = LoadSegmentationModel(DemoSpec(), WeightsFormat::kNative, demo, automatic);
   if (!chosen.ok()) {
     std::cerr << "auto: " << chosen.status() << "\n";
@@ -305,7 +329,7 @@ int Speed(const std::string& device, const std::string& arch, int classes, int s
 }
 
 int Usage() {
-  std::cerr << "usage: deeplab-gpu-check correct DEVICE DEMO_DLCK [SIZE]\n"
+  std::cerr << "usage: deeplab-gpu-check correct DEVICE DEMO_DLCK [SIZE [SAMPLES.u8]]\n"
                "       deeplab-gpu-check speed DEVICE ARCH CLASSES SIZE BATCHES PRECISION "
                "[MIN_SECONDS]\n";
   return 2;
@@ -316,10 +340,13 @@ int Usage() {
 
 int main(int argc, char** argv) {
   const std::vector<std::string> args(argv + 1, argv + argc);
-  if ((args.size() == 3 || args.size() == 4) && args[0] == "correct") {
+  // As the worker: one intra-op thread per core (LibTorch's default counts physical cores,
+  // and at one thread some convolutions take a slow path).
+  at::set_num_threads(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  if (args.size() >= 3 && args.size() <= 5 && args[0] == "correct") {
     int size = 512;
-    if (args.size() == 4 && (!absl::SimpleAtoi(args[3], &size) || size < 64)) return deeplab::Usage();
-    return deeplab::Correct(args[1], args[2], size);
+    if (args.size() >= 4 && (!absl::SimpleAtoi(args[3], &size) || size < 64)) return deeplab::Usage();
+    return deeplab::Correct(args[1], args[2], size, args.size() == 5 ? args[4] : "");
   }
   if ((args.size() == 7 || args.size() == 8) && args[0] == "speed") {
     int classes = 0, size = 0;
