@@ -58,10 +58,11 @@ echo "== machine"
 
 echo "== weight sets and inputs"
 mkdir -p "$models/demo" "$models/demo_unbatched" "$models/xception65_512" "$models/tiny"
-cp "$root/models/demo/config.pbtxt" "$root/models/demo/demo.dlck" "$models/demo/"
+# With its samples: precision auto checks the demo weights on them (README, "Runtime").
+cp -r "$root/models/demo/config.pbtxt" "$root/models/demo/demo.dlck" "$root/models/demo/samples" "$models/demo/"
 sed -e 's/^name: "demo"/name: "demo_unbatched"/' -e 's/max_batch_size: [0-9]*/max_batch_size: 1/' \
   "$root/models/demo/config.pbtxt" >"$models/demo_unbatched/config.pbtxt"
-cp "$root/models/demo/demo.dlck" "$models/demo_unbatched/"
+cp -r "$root/models/demo/demo.dlck" "$root/models/demo/samples" "$models/demo_unbatched/"
 {
   echo 'name: "xception65_512"'
   echo 'description: "Xception-65 DeepLabv3+, 21 classes, 512x512, random weights (speed only)"'
