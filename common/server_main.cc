@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <mutex>
+#include <vector>
 
 #include "absl/flags/parse.h"
 #include "absl/flags/usage_config.h"
@@ -97,7 +98,12 @@ absl::StatusOr<ServerEndpoints> StartServer(const std::string& host, int port, i
                                             const std::vector<std::string>& health_names) {
   ServerEndpoints out;
   try {
-    out.exposer = std::make_unique<prometheus::Exposer>(absl::StrCat(host, ":", metrics_port));
+    // CivetWeb gives each connection a thread until its request arrives. With the default
+    // of 2 threads and no request timeout, two idle connections blocked every scrape; now
+    // 32 threads, and a connection that sends no request within 2 s is closed.
+    out.exposer = std::make_unique<prometheus::Exposer>(std::vector<std::string>{
+        "listening_ports", absl::StrCat(host, ":", metrics_port), "num_threads", "32",
+        "request_timeout_ms", "2000"});
   } catch (const std::exception& e) {
     return absl::UnavailableError(
         absl::StrCat("cannot listen for metrics on ", host, ":", metrics_port, ": ", e.what()));

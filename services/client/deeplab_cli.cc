@@ -79,8 +79,9 @@ Exit codes:
   1  segment: some images failed (missing or unreadable file, not an image, server
      error); the others were written. wait: not ready before --timeout
   2  bad command line: unknown command or flag, bad flag value, no inputs
-  3  gateway unreachable (models, segment), or it answered UNAVAILABLE for every
-     image (segment)
+  3  gateway unreachable (models, segment), it knows no weight set yet because no
+     worker has answered it (segment), or it answered UNAVAILABLE for every image
+     (segment)
   4  unknown weight set (segment); nothing was sent
 )";
 

@@ -95,6 +95,14 @@ std::optional<int> CheckModel(v1::Segmentation::StubInterface& stub, const Segme
   }
   std::vector<std::string> names;
   for (const v1::ModelInfo& m : models->models()) names.push_back(m.name());
+  if (names.empty()) {
+    // Up, but no worker has answered it yet: it cannot tell known from unknown. Retryable.
+    err << "deeplab segment: the gateway at " << options.connection.server
+        << " knows no weight set yet (no worker has answered it); retry, or wait with "
+           "`deeplab wait --model "
+        << options.model << "`\n";
+    return kExitUnreachable;
+  }
   if (std::find(names.begin(), names.end(), options.model) == names.end()) {
     err << "deeplab segment: unknown weight set '" << options.model << "'; the gateway at "
         << options.connection.server

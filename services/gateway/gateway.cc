@@ -14,6 +14,15 @@ namespace {
 
 std::string CodeName(absl::StatusCode code) { return absl::StatusCodeToString(code); }
 
+// A client's weight set name as error messages quote it: at most 64 bytes of it. A 10 KB
+// name echoed whole made the status too large for gRPC's metadata limit, and the client saw
+// RESOURCE_EXHAUSTED instead of the real error.
+std::string QuotedName(const std::string& model) {
+  constexpr size_t kMax = 64;
+  if (model.size() <= kMax) return model;
+  return absl::StrCat(model.substr(0, kMax), "... (", model.size(), " bytes)");
+}
+
 bool Retryable(grpc::StatusCode code) {
   switch (code) {
     case grpc::StatusCode::UNAVAILABLE:         // worker down, draining, or weight set unready
@@ -177,7 +186,17 @@ uint64_t Gateway::Submit(const v1::SegmentRequest& request, v1::SegmentResponse*
   }
   const std::optional<WorkerPool::ModelRoute> route = pool_->Route(model);
   if (!route.has_value()) {
-    return refuse(absl::NotFoundError(absl::StrCat("unknown weight set '", model, "'; available: ",
+    // No worker has answered yet (or none is healthy): the gateway cannot know the weight set
+    // is unknown, so this is "retry", not "no such thing".
+    if (pool_->HealthyWorkers() == 0) {
+      return refuse(absl::UnavailableError(absl::StrCat(
+                        "no worker is reachable yet, so weight set '", QuotedName(model),
+                        "' cannot be looked up; retry (ListModels lists the weight sets once "
+                        "workers answer)")),
+                    "unknown");
+    }
+    return refuse(absl::NotFoundError(absl::StrCat("unknown weight set '", QuotedName(model),
+                                                   "'; available: ",
                                                    absl::StrJoin(pool_->ModelNames(), ", "))),
                   "unknown");
   }
@@ -185,7 +204,7 @@ uint64_t Gateway::Submit(const v1::SegmentRequest& request, v1::SegmentResponse*
     // Offered load all the same: with no worker ready, autoscaling must still see demand.
     load_->RecordArrival(model, 1);
     return refuse(absl::UnavailableError(absl::StrCat(
-                      "weight set '", model, "' is not ready on any worker; see ListModels")),
+                      "weight set '", QuotedName(model), "' is not ready on any worker; see ListModels")),
                   model);
   }
   absl::StatusOr<int> cost = Cost(request, *route);

@@ -387,6 +387,18 @@ TEST_F(ClientCliTest, AnUnreachableServerIsExitThree) {
   EXPECT_FALSE(fs::exists(Path("out")));
 }
 
+// A gateway no worker has answered yet knows no weight set: that is "retry" (3), not
+// "unknown weight set" (4).
+TEST_F(ClientCliTest, AGatewayWithoutWorkersIsExitThreeNotFour) {
+  Server lonely = deeplab::testing::StartGateway(UnusedAddress());
+  WriteFile(Path("a.png"), Bands(".png", 8, 8, {kRed}));
+  const ProgramResult r = Deeplab({"segment", "--server", lonely.grpc_address, "--model",
+                                   "colour", "--out", Path("out"), Path("a.png")});
+  EXPECT_EQ(r.exit_code, 3) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("knows no weight set yet (no worker has answered it)"));
+  EXPECT_FALSE(fs::exists(Path("out")));
+}
+
 TEST_F(ClientCliTest, WaitForAReadyModelAndForOneThatIsNot) {
   const ProgramResult ready = Deeplab({"wait", "--server", gateway(), "--model", "colour"});
   EXPECT_EQ(ready.exit_code, 0) << ready.err;

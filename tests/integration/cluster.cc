@@ -27,11 +27,14 @@ void WriteFile(const std::string& path, const std::string& text) {
   std::ofstream(path) << text;
 }
 
-std::string Scrape(const std::string& address) {
+namespace {
+
+// A connected TCP socket to "host:port[/path]", or -1.
+int Connect(const std::string& address) {
   const std::string host_port = address.substr(0, address.find('/'));
   std::vector<std::string> parts = absl::StrSplit(host_port, ':');
   int port = 0;
-  if (parts.size() != 2 || !absl::SimpleAtoi(parts[1], &port)) return "";
+  if (parts.size() != 2 || !absl::SimpleAtoi(parts[1], &port)) return -1;
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -39,16 +42,47 @@ std::string Scrape(const std::string& address) {
   inet_pton(AF_INET, parts[0].c_str(), &addr.sin_addr);
   if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
     close(fd);
-    return "";
+    return -1;
   }
+  return fd;
+}
+
+// GET /metrics on a connected socket; "" on a read error or timeout.
+std::string Get(int fd) {
   const std::string request = "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
   std::string body;
   if (write(fd, request.data(), request.size()) > 0) {
     char buf[8192];
     ssize_t n;
     while ((n = read(fd, buf, sizeof(buf))) > 0) body.append(buf, n);
+    if (n < 0) body.clear();
   }
   close(fd);
+  return body;
+}
+
+}  // namespace
+
+std::string Scrape(const std::string& address) {
+  const int fd = Connect(address);
+  return fd < 0 ? "" : Get(fd);
+}
+
+std::string ScrapeWithIdleConnections(const std::string& address, int idle, absl::Duration limit,
+                                      double* seconds) {
+  std::vector<int> held;
+  for (int i = 0; i < idle; ++i) held.push_back(Connect(address));
+  const absl::Time start = absl::Now();
+  std::string body;
+  if (const int fd = Connect(address); fd >= 0) {
+    const timeval timeout = absl::ToTimeval(limit);
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+    body = Get(fd);
+  }
+  *seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  for (int fd : held) {
+    if (fd >= 0) close(fd);
+  }
   return body;
 }
 

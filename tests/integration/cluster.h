@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/time/time.h"
+
 #include "tests/integration/process.h"
 
 namespace deeplab::testing {
@@ -18,6 +20,12 @@ void WriteFile(const std::string& path, const std::string& text);
 
 // GET /metrics from "host:port/metrics": the exposition text ("" if unreachable).
 std::string Scrape(const std::string& address);
+// Opens `idle` TCP connections to the metrics port that send nothing, then scrapes with a
+// receive timeout of `limit`; the connections stay open throughout. Returns the body, ""
+// when the scrape did not complete within `limit` (a metrics server blocked by idle
+// clients), and the scrape's duration in *seconds.
+std::string ScrapeWithIdleConnections(const std::string& address, int idle, absl::Duration limit,
+                                      double* seconds);
 // The value of one sample line "name{labels} value" (exact prefix match), or -1.
 double MetricValue(const std::string& exposition, const std::string& series);
 

@@ -240,6 +240,11 @@ TEST_F(GatewayProcessTest, ErrorsStreamsAndListModels) {
   EXPECT_EQ(call(Request("nope", BandsPng(8, 8))).error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_THAT(call(Request("nope", BandsPng(8, 8))).error_message(), HasSubstr("colour"));
   EXPECT_EQ(call(Request("", BandsPng(8, 8))).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  // A 10 KB name is NOT_FOUND with the name shortened, not a metadata-size error.
+  const grpc::Status long_name = call(Request(std::string(10000, 'x'), BandsPng(8, 8)));
+  EXPECT_EQ(long_name.error_code(), grpc::StatusCode::NOT_FOUND) << long_name.error_message();
+  EXPECT_THAT(long_name.error_message(), HasSubstr("... (10000 bytes)"));
+  EXPECT_LT(long_name.error_message().size(), 400u);
   v1::SegmentRequest no_image;
   no_image.set_model("colour");
   EXPECT_EQ(call(no_image).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
@@ -257,7 +262,7 @@ TEST_F(GatewayProcessTest, ErrorsStreamsAndListModels) {
   const std::string metrics = Scrape(gw.metrics_address);
   EXPECT_EQ(
       MetricValue(metrics, "deeplab_gateway_requests_total{code=\"NOT_FOUND\",model=\"unknown\"}"),
-      2);
+      3);
   EXPECT_THAT(metrics, ::testing::Not(HasSubstr("model=\"nope\"")));
 
   {
@@ -456,6 +461,20 @@ TEST_F(GatewayProcessTest, WorkersNeededRisesWhenRequestsQueue) {
   EXPECT_GT(worker_demand, 1);
 }
 
+// Idle TCP connections to a metrics port used to take both of the HTTP server's threads
+// until they closed: scraping stopped. 16 of them now leave /metrics answering at once.
+TEST_F(GatewayProcessTest, IdleConnectionsCannotBlockMetrics) {
+  Server worker = StartWorker(*repo_);
+  Server gw = StartGateway(worker.grpc_address);
+  for (const Server* server : {&worker, &gw}) {
+    double seconds = 0;
+    const std::string body = deeplab::testing::ScrapeWithIdleConnections(
+        server->metrics_address, 16, absl::Seconds(1), &seconds);
+    EXPECT_THAT(body, HasSubstr("deeplab_")) << server->metrics_address << " after " << seconds << " s";
+    EXPECT_LT(seconds, 1.0);
+  }
+}
+
 TEST_F(GatewayProcessTest, AWorkerThatStartsLaterIsPickedUpAndSigtermDrains) {
   // Reserve a port for the worker by starting it after the gateway on a fixed port.
   Server first = StartWorker(*repo_);
@@ -473,10 +492,12 @@ TEST_F(GatewayProcessTest, AWorkerThatStartsLaterIsPickedUpAndSigtermDrains) {
   }
   auto stub = v1::Segmentation::NewStub(gw.channel);
   {
+    // No worker reached yet: the gateway cannot know the weight set, so "retry", not "unknown".
     grpc::ClientContext ctx;
     v1::SegmentResponse resp;
-    EXPECT_EQ(stub->Segment(&ctx, Request("colour", BandsPng(8, 8)), &resp).error_code(),
-              grpc::StatusCode::NOT_FOUND);
+    const grpc::Status s = stub->Segment(&ctx, Request("colour", BandsPng(8, 8)), &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE);
+    EXPECT_THAT(s.error_message(), HasSubstr("no worker is reachable yet"));
   }
   const std::string port = address.substr(address.rfind(':') + 1);
   Server late = deeplab::testing::StartServer(

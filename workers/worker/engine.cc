@@ -202,7 +202,6 @@ torch::Tensor WorkerEngine::PrecisionCheckInput(const v1::ModelConfig& config,
     }
     std::sort(files.begin(), files.end());
   }
-  std::vector<const BatchItem*> items;
   std::vector<PreparedImage> prepared;
   prepared.reserve(4);
   for (const std::string& file : files) {
