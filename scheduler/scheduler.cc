@@ -318,7 +318,7 @@ absl::Status SchedulerImpl::Enqueue(Task task) {
     }
     if (task.priority < 0 || task.priority >= queue.options.priority_levels) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "task ", task.id, ": priority ", task.priority, " is out of range for weight set '",
+          "priority ", task.priority, " is out of range for weight set '",
           task.model, "' (0 .. ", queue.options.priority_levels - 1, ", 0 the most urgent)"));
     }
     if (tasks_.contains(task.id)) {

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/output_options.h"
 #include "common/image_codec.h"
 #include "common/status_util.h"
 #include "common/tiling.h"
@@ -178,6 +179,9 @@ uint64_t Gateway::Submit(const v1::SegmentRequest& request, v1::SegmentResponse*
     return refuse(absl::InvalidArgumentError("the request names no weight set: set model "
                                              "(ListModels lists them)"),
                   "unknown");
+  }
+  if (absl::Status s = ValidateOutputOptions(request.outputs()); !s.ok()) {
+    return refuse(s, "unknown");
   }
   if (request.image().source_case() == v1::Image::SOURCE_NOT_SET) {
     return refuse(absl::InvalidArgumentError(

@@ -9,7 +9,9 @@
 
 #include <atomic>
 #include <filesystem>
+#include <cmath>
 #include <future>
+#include <limits>
 #include <set>
 #include <opencv2/imgcodecs.hpp>
 #include <thread>
@@ -240,6 +242,21 @@ TEST_F(GatewayProcessTest, ErrorsStreamsAndListModels) {
   EXPECT_EQ(call(Request("nope", BandsPng(8, 8))).error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_THAT(call(Request("nope", BandsPng(8, 8))).error_message(), HasSubstr("colour"));
   EXPECT_EQ(call(Request("", BandsPng(8, 8))).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  // Odd field values are the caller's error, said plainly.
+  for (const float alpha : {std::nanf(""), std::numeric_limits<float>::infinity(), -0.5f, 1.5f}) {
+    v1::SegmentRequest odd = Request("colour", BandsPng(8, 8));
+    odd.mutable_outputs()->set_overlay_png(true);
+    odd.mutable_outputs()->set_overlay_alpha(alpha);
+    const grpc::Status s = call(odd);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << alpha;
+    EXPECT_THAT(s.error_message(), HasSubstr("overlay_alpha must be between 0 and 1")) << alpha;
+  }
+  v1::SegmentRequest urgent = Request("colour", BandsPng(8, 8));
+  urgent.set_priority(99);
+  const grpc::Status priority = call(urgent);
+  EXPECT_EQ(priority.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(priority.error_message(), HasSubstr("priority 99 is out of range"));
+  EXPECT_THAT(priority.error_message(), Not(HasSubstr("task")));
   // A 10 KB name is NOT_FOUND with the name shortened, not a metadata-size error.
   const grpc::Status long_name = call(Request(std::string(10000, 'x'), BandsPng(8, 8)));
   EXPECT_EQ(long_name.error_code(), grpc::StatusCode::NOT_FOUND) << long_name.error_message();

@@ -5,6 +5,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <future>
 #include <map>
 #include <opencv2/imgcodecs.hpp>
@@ -450,6 +451,21 @@ TEST_F(EngineTest, PrecisionAutoFallsBackToFp32WithTheReason) {
     ASSERT_TRUE(done.get_future().get().ok());
     EXPECT_EQ(response.items(0).code(), 0) << response.items(0).message();
   }
+}
+
+// Callers of Infer that bypass the gateway get the same check of odd output options, per
+// item: the batch-mate is served.
+TEST_F(EngineTest, AnOddOverlayAlphaFailsItsItemOnly) {
+  v1::InferRequest request = Request("letterbox", {Png(Blocks(30, 50, 1, 3)), Png(Blocks(30, 50, 1, 3))});
+  request.mutable_items(0)->mutable_outputs()->set_overlay_png(true);
+  request.mutable_items(0)->mutable_outputs()->set_overlay_alpha(std::nanf(""));
+  request.mutable_items(1)->mutable_outputs()->set_overlay_png(true);
+  request.mutable_items(1)->mutable_outputs()->set_overlay_alpha(1.0f);
+  const v1::InferResponse response = Run(request);
+  EXPECT_EQ(response.items(0).code(), static_cast<int>(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(response.items(0).message(), HasSubstr("overlay_alpha must be between 0 and 1"));
+  EXPECT_EQ(response.items(1).code(), 0) << response.items(1).message();
+  EXPECT_FALSE(response.items(1).result().overlay_png().empty());
 }
 
 TEST(EngineFlagsTest, LayoutPrecisionAndBatchSlots) {

@@ -10,6 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/output_options.h"
 #include "workers/repository/model_repository.h"
 
 namespace deeplab {
@@ -338,8 +339,10 @@ void WorkerEngine::DecodeItem(const std::shared_ptr<Job>& job, int index) {
   v1::StageTimings* timings = job->response->mutable_items(index)->mutable_result()->mutable_timings();
   try {
     auto start = std::chrono::steady_clock::now();
+    const absl::Status valid = ValidateOutputOptions(job->request->items(index).outputs());
     absl::StatusOr<cv::Mat> rgb =
-        DecodeImageMessage(job->request->items(index).image(), options_.limits);
+        valid.ok() ? DecodeImageMessage(job->request->items(index).image(), options_.limits)
+                   : absl::StatusOr<cv::Mat>(valid);
     timings->set_decode_seconds(SecondsSince(start));
     if (!rgb.ok()) {
       job->status[index] = rgb.status();

@@ -140,7 +140,8 @@ void EncodeOutputs(const PreparedImage& image, const ItemOutputs& outputs,
     p->set_data(reinterpret_cast<const char*>(q.data_ptr<uint8_t>()), q.numel());
   }
   if (options.overlay_png()) {
-    const float alpha = options.overlay_alpha() > 0 ? std::min(options.overlay_alpha(), 1.0f) : 0.5f;
+    // Validated in [0, 1] before decoding (ValidateOutputOptions); 0 is the default.
+    const float alpha = options.overlay_alpha() > 0 ? options.overlay_alpha() : 0.5f;
     cv::Mat colour(labels.rows, labels.cols, CV_8UC3);
     cv::Mat lut(1, 256, CV_8UC3, cv::Scalar(0, 0, 0));
     for (size_t i = 0; i < config.palette.size() && i < 256; ++i) {
