@@ -359,6 +359,18 @@ TEST(SegmentationModelTest, EveryFormatBehindOneInterface) {
 namespace deeplab {
 namespace {
 
+// A 3-class MobileNetV2 with decoder and seeded random weights, saved as a native
+// checkpoint in `dir`; its spec, and the path in *path.
+ModelSpec SaveSmallCheckpoint(const std::string& dir, uint64_t seed, std::string* path) {
+  ModelSpec spec = testing::Spec("mobilenetv2", 3);
+  spec.decoder = 1;
+  torch::manual_seed(seed);
+  DeepLabV3Plus net = testing::Build(spec);
+  *path = dir + "/m.dlck";
+  EXPECT_TRUE(SaveNativeCheckpoint(*path, net, "test").ok());
+  return spec;
+}
+
 // bf16 (channels-last, BatchNorm folded) must give the fp32 labels on at least 99% of
 // pixels. Forced here so that it runs on CPUs without native bf16 too (slowly).
 // Random weights put many pixels at near-ties between classes, which no trained network
@@ -366,18 +378,15 @@ namespace {
 // where ties are rarer. The check on trained weights (the demo set) is in train_test.
 TEST(PrecisionTest, Bf16LabelsAgreeWithFp32) {
   const std::string dir = testing::TempDir("bf16");
-  ModelSpec spec = testing::Spec("mobilenetv2", 3);
-  spec.decoder = 1;
-  torch::manual_seed(7);
-  DeepLabV3Plus net = testing::Build(spec);
-  ASSERT_TRUE(SaveNativeCheckpoint(dir + "/m.dlck", net, "test").ok());
+  std::string path;
+  const ModelSpec spec = SaveSmallCheckpoint(dir, 7, &path);
   RuntimeOptions fp32;
   RuntimeOptions bf16;
   bf16.precision = Precision::kBf16;
   bf16.force_precision = true;
   bf16.channels_last = true;  // the layout bf16 runs in on CUDA and AMX CPUs
-  auto a = LoadSegmentationModel(spec, WeightsFormat::kNative, dir + "/m.dlck", fp32);
-  auto b = LoadSegmentationModel(spec, WeightsFormat::kNative, dir + "/m.dlck", bf16);
+  auto a = LoadSegmentationModel(spec, WeightsFormat::kNative, path, fp32);
+  auto b = LoadSegmentationModel(spec, WeightsFormat::kNative, path, bf16);
   ASSERT_TRUE(a.ok() && b.ok());
   EXPECT_THAT((*b)->runtime(), HasSubstr("bf16"));
   // An image-like input: smooth regions, values in [-1, 1].
@@ -425,12 +434,8 @@ TEST(PrecisionTest, UnsupportedPrecisionFallsBackToFp32AndSaysSo) {
 // converted back from the candidate's rounding).
 TEST(PrecisionTest, AutoKeepsTheCandidateOrRestoresFp32Exactly) {
   const std::string dir = testing::TempDir("auto");
-  ModelSpec spec = testing::Spec("mobilenetv2", 3);
-  spec.decoder = 1;
-  torch::manual_seed(11);
-  DeepLabV3Plus net = testing::Build(spec);
-  ASSERT_TRUE(SaveNativeCheckpoint(dir + "/m.dlck", net, "test").ok());
-  const std::string path = dir + "/m.dlck";
+  std::string path;
+  const ModelSpec spec = SaveSmallCheckpoint(dir, 11, &path);
   auto fp32 = LoadSegmentationModel(spec, WeightsFormat::kNative, path, RuntimeOptions());
   ASSERT_TRUE(fp32.ok());
   const torch::Tensor x = MakePrecisionCheckInput(96, 80);

@@ -68,8 +68,6 @@ torch::Tensor QuantizedResize(const torch::Tensor& chw, int height, int width,
   return out;
 }
 
-bool IsCpu(const torch::Tensor& t) { return t.device().is_cpu(); }
-
 }  // namespace
 
 torch::Tensor NormalizeBatch(const torch::Tensor& pixels, const std::vector<int>& valid_heights,
@@ -263,7 +261,7 @@ ItemOutputs RestoreItem(const torch::Tensor& scores, const ItemGeometry& g,
   ItemOutputs out;
   // Labels are the argmax of the resized scores (logits unless the network or the tiling
   // produced probabilities), whether or not probabilities are asked for.
-  const bool coarse_path = options.label_path == LabelPath::kByDevice && IsCpu(planes);
+  const bool coarse_path = options.label_path == LabelPath::kByDevice && planes.device().is_cpu();
   out.labels = coarse_path ? UpsampleArgmax(planes, g.height, g.width, options.align_corners)
                              : UpsampleArgmaxTensorOps(planes, g.height, g.width,
                                                        options.align_corners);

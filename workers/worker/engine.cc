@@ -217,7 +217,7 @@ torch::Tensor WorkerEngine::PrecisionCheckInput(const v1::ModelConfig& config,
   for (const PreparedImage& image : prepared) {
     const BatchInput& in = image.item.inputs[0];
     inputs.push_back(NormalizeBatch(in.pixels.unsqueeze(0), {in.valid_height}, {in.valid_width},
-                                    MakeBatchPathOptions(pipeline, 1).normalization,
+                                    InputNormalizationOf(pipeline.normalization),
                                     torch::kFloat32, false));
   }
   if (inputs.empty()) {

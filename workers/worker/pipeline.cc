@@ -27,21 +27,6 @@ std::pair<torch::Tensor, cv::Mat> ZeroImage(int height, int width) {
   return {t, cv::Mat(height, width, CV_8UC3, t.data_ptr<uint8_t>())};
 }
 
-InputNormalization NormalizationOf(v1::Normalization n) {
-  switch (n) {
-    case v1::NORMALIZATION_DIGIPATHAI:
-      return InputNormalization::kDigiPathAi;
-    case v1::NORMALIZATION_IMAGENET:
-      return InputNormalization::kImageNet;
-    case v1::NORMALIZATION_NONE:
-      return InputNormalization::kNone;
-    case v1::NORMALIZATION_MINUS_ONE_TO_ONE:
-    case v1::NORMALIZATION_UNSPECIFIED:
-    default:
-      return InputNormalization::kMinusOneToOne;
-  }
-}
-
 }  // namespace
 
 PipelineConfig MakePipelineConfig(const v1::ModelConfig& config) {
@@ -59,11 +44,26 @@ PipelineConfig MakePipelineConfig(const v1::ModelConfig& config) {
   return p;
 }
 
+InputNormalization InputNormalizationOf(v1::Normalization n) {
+  switch (n) {
+    case v1::NORMALIZATION_DIGIPATHAI:
+      return InputNormalization::kDigiPathAi;
+    case v1::NORMALIZATION_IMAGENET:
+      return InputNormalization::kImageNet;
+    case v1::NORMALIZATION_NONE:
+      return InputNormalization::kNone;
+    case v1::NORMALIZATION_MINUS_ONE_TO_ONE:
+    case v1::NORMALIZATION_UNSPECIFIED:
+    default:
+      return InputNormalization::kMinusOneToOne;
+  }
+}
+
 BatchPathOptions MakeBatchPathOptions(const PipelineConfig& config, int max_forward_batch) {
   BatchPathOptions options;
   options.input_height = config.input_height;
   options.input_width = config.input_width;
-  options.normalization = NormalizationOf(config.normalization);
+  options.normalization = InputNormalizationOf(config.normalization);
   options.restore.align_corners = config.align_corners;
   options.restore.scores_are_probabilities = config.outputs_probabilities;
   options.max_forward_batch = max_forward_batch;

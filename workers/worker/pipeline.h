@@ -45,6 +45,9 @@ struct PipelineConfig {
 // From a validated config (LoadModelConfig).
 PipelineConfig MakePipelineConfig(const v1::ModelConfig& config);
 
+// The batch path's name for a config's normalization.
+InputNormalization InputNormalizationOf(v1::Normalization normalization);
+
 // The batch path's options for this weight set (everything but the padded batch sizes).
 BatchPathOptions MakeBatchPathOptions(const PipelineConfig& config, int max_forward_batch);
 
