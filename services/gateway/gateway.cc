@@ -1,5 +1,6 @@
 #include "services/gateway/gateway.h"
 
+#include <atomic>
 #include <iostream>
 #include <set>
 
@@ -76,6 +77,8 @@ struct Gateway::BatchCall {
   v1::InferRequest request;
   v1::InferResponse response;
   absl::Time start;
+  // Set before the context is cancelled because the worker stopped answering.
+  std::atomic<bool> worker_unresponsive{false};
 };
 
 Gateway::Gateway(GatewayOptions options, GatewayMetrics* metrics)
@@ -109,6 +112,7 @@ Gateway::Gateway(GatewayOptions options, GatewayMetrics* metrics)
     Kick();
     if (callback) callback();
   });
+  pool_->SetOnUnresponsive([this](const std::string& worker) { CancelBatchesOn(worker); });
 }
 
 Gateway::~Gateway() {
@@ -304,11 +308,48 @@ void Gateway::Dispatch(scheduler::Batch batch) {
   }
   if (latest < absl::InfiniteFuture()) call->context.set_deadline(absl::ToChronoTime(latest));
   call->start = absl::Now();
+  {
+    absl::MutexLock lock(&mu_);
+    in_flight_.emplace(call->worker, call);
+  }
   pool_->Infer(call->worker, &call->context, &call->request, &call->response,
                [this, call](grpc::Status s) { OnBatchDone(call, std::move(s)); });
 }
 
+void Gateway::CancelBatchesOn(const std::string& worker) {
+  std::vector<std::shared_ptr<BatchCall>> calls;
+  {
+    absl::MutexLock lock(&mu_);
+    auto [begin, end] = in_flight_.equal_range(worker);
+    for (auto it = begin; it != end; ++it) {
+      if (std::shared_ptr<BatchCall> call = it->second.lock()) calls.push_back(std::move(call));
+    }
+  }
+  if (calls.empty()) return;
+  std::cerr << "deeplab-gateway: worker " << worker << " stopped answering; re-sending its "
+            << calls.size() << (calls.size() == 1 ? " batch" : " batches") << " elsewhere"
+            << std::endl;
+  for (const auto& call : calls) {
+    call->worker_unresponsive = true;
+    call->context.TryCancel();
+  }
+}
+
 void Gateway::OnBatchDone(std::shared_ptr<BatchCall> call, grpc::Status status) {
+  {
+    absl::MutexLock lock(&mu_);
+    auto [begin, end] = in_flight_.equal_range(call->worker);
+    for (auto it = begin; it != end; ++it) {
+      if (it->second.lock() == call) {
+        in_flight_.erase(it);
+        break;
+      }
+    }
+  }
+  if (call->worker_unresponsive && !status.ok()) {
+    status = grpc::Status(grpc::StatusCode::CANCELLED,
+                          absl::StrCat("worker ", call->worker, " stopped answering"));
+  }
   const absl::Time now = absl::Now();
   const double compute = absl::ToDoubleSeconds(now - call->start);
   // The slot is free again unless the worker was removed (and maybe re-added) meanwhile.

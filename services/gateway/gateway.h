@@ -5,7 +5,9 @@
 //
 // A batch whose worker fails (UNAVAILABLE, connection lost, draining) goes back to the front
 // of its queue and runs elsewhere, up to max_attempts; the worker is taken out and polled
-// again after a backoff.
+// again after a backoff. A worker that stops answering its Status polls (hung, SIGSTOPped,
+// cut off) has its batches in flight cancelled, so they too run elsewhere: a late answer
+// from it is dropped by gRPC, and every request is still answered exactly once.
 //
 // Thread-safe. Owns its scheduler thread and the worker pool.
 #ifndef DEEPLAB_SERVICES_GATEWAY_GATEWAY_H_
@@ -74,6 +76,8 @@ class Gateway {
   void Dispatch(scheduler::Batch batch);
   void Reject(const scheduler::Task& task, absl::Status status);
   void OnBatchDone(std::shared_ptr<BatchCall> call, grpc::Status status);
+  // Cancels the batches in flight on `worker` (they come back CANCELLED and are re-queued).
+  void CancelBatchesOn(const std::string& worker);
   void Complete(uint64_t id, absl::Status status);
   absl::StatusOr<int> Cost(const v1::SegmentRequest& request, const WorkerPool::ModelRoute& route);
   void Loop();
@@ -97,6 +101,8 @@ class Gateway {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool kicked_ ABSL_GUARDED_BY(mu_) = false;
   std::function<void()> on_workers_changed_ ABSL_GUARDED_BY(mu_);
+  // Batches sent and not yet answered, by worker.
+  std::multimap<std::string, std::weak_ptr<BatchCall>> in_flight_ ABSL_GUARDED_BY(mu_);
   std::thread loop_;
 };
 

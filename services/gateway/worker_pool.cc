@@ -210,6 +210,7 @@ void WorkerPool::PollOnce() {
     int slots;
   };
   std::vector<Update> updates;
+  std::vector<std::string> unresponsive;
   std::vector<std::pair<std::string, scheduler::QueueOptions>> queues;
   {
     absl::MutexLock lock(&mu_);
@@ -246,6 +247,7 @@ void WorkerPool::PollOnce() {
                            absl::FormatDuration(w.backoff)));
         }
         if (w.healthy) updates.push_back(Update{w.address, false, {}, 0});
+        if (!p->status.ok()) unresponsive.push_back(w.address);
         w.healthy = false;
         w.last_error = why;
         if (p->status.ok()) w.status = p->response;  // draining: still report what it has
@@ -266,7 +268,14 @@ void WorkerPool::PollOnce() {
       scheduler_->RemoveWorker(u.address);
     }
   }
+  if (on_unresponsive_) {
+    for (const std::string& address : unresponsive) on_unresponsive_(address);
+  }
   if (on_change_) on_change_();
+}
+
+void WorkerPool::SetOnUnresponsive(std::function<void(const std::string& worker)> callback) {
+  on_unresponsive_ = std::move(callback);
 }
 
 void WorkerPool::Infer(const std::string& worker, grpc::ClientContext* context,

@@ -67,6 +67,11 @@ class WorkerPool {
   WorkerPool(const WorkerPool&) = delete;
   WorkerPool& operator=(const WorkerPool&) = delete;
 
+  // Called (outside the pool's lock, on the pool's thread) with a worker's address when a
+  // Status poll of it fails: the process stopped answering (hung, SIGSTOPped, unreachable).
+  // Not for a worker that answers "draining": its batches still finish. Set before Start.
+  void SetOnUnresponsive(std::function<void(const std::string& worker)> callback);
+
   // Resolves and polls once synchronously, then keeps doing it on a background thread.
   void Start();
   void Stop();
@@ -122,6 +127,7 @@ class WorkerPool {
   const WorkerPoolOptions options_;
   scheduler::Scheduler* const scheduler_;
   const std::function<void()> on_change_;
+  std::function<void(const std::string&)> on_unresponsive_;
   WorkerTargets targets_;
 
   mutable absl::Mutex mu_;

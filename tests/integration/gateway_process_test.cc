@@ -227,6 +227,45 @@ TEST_F(GatewayProcessTest, EveryRequestSucceedsWhenAWorkerIsKilledMidBurst) {
             kRequests);
 }
 
+// A worker that stops answering (SIGSTOP: hung, not dead, its connections stay open) keeps
+// no request: once its Status poll fails, its batches in flight are cancelled and run on the
+// other worker. Before, they waited until the worker woke or the client's deadline passed:
+// with the worker stopped throughout and a 12 s deadline, they failed DEADLINE_EXCEEDED.
+TEST_F(GatewayProcessTest, BatchesOfAHungWorkerRunElsewhere) {
+  Server w1 = StartWorker(*repo_);
+  Server w2 = StartWorker(*repo_);
+  Server gw = StartGateway(w1.grpc_address + "," + w2.grpc_address);
+  ASSERT_TRUE(WaitServing(gw.channel, absl::Seconds(30)));
+  auto stub = v1::Segmentation::NewStub(gw.channel);
+  ASSERT_TRUE(WaitModelReady(*stub, "colour", absl::Seconds(60)));
+
+  w1.process.Signal(SIGSTOP);
+  constexpr int kRequests = 16;
+  const std::string image = BandsPng(30, 90);
+  std::vector<std::future<std::pair<grpc::Status, v1::SegmentResponse>>> calls;
+  for (int i = 0; i < kRequests; ++i) {
+    calls.push_back(std::async(std::launch::async, [&, i] {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(12));
+      v1::SegmentResponse resp;
+      grpc::Status s = stub->Segment(&ctx, Request("colour", image, "h" + std::to_string(i)), &resp);
+      return std::make_pair(s, resp);
+    }));
+  }
+  for (int i = 0; i < kRequests; ++i) {
+    auto [status, resp] = calls[i].get();
+    EXPECT_TRUE(status.ok()) << i << ": " << status.error_code() << " " << status.error_message();
+    EXPECT_EQ(resp.request_id(), "h" + std::to_string(i));
+    EXPECT_EQ(resp.timing().worker(), w2.grpc_address);
+  }
+  const std::string metrics = Scrape(gw.metrics_address);
+  EXPECT_GT(MetricValue(metrics, "deeplab_gateway_retries_total{model=\"colour\"}"), 0)
+      << "no batch went to the stopped worker: the test did not test anything";
+  EXPECT_EQ(MetricValue(metrics, "deeplab_gateway_requests_total{code=\"OK\",model=\"colour\"}"),
+            kRequests);
+  w1.process.Signal(SIGCONT);
+}
+
 TEST_F(GatewayProcessTest, ErrorsStreamsAndListModels) {
   Server worker = StartWorker(*repo_);
   Server gw = StartGateway(worker.grpc_address);
