@@ -52,7 +52,7 @@ std::vector<char*> ParseCommandLineWithDashes(int argc, char** argv,
                                               const std::string& help_path) {
   absl::FlagsUsageConfig usage;
   usage.contains_help_flags = [help_path](absl::string_view file) {
-    return absl::StrContains(file, help_path);
+    return absl::StrContains(file, help_path) || absl::StrContains(file, "common/server_flags");
   };
   usage.contains_helpshort_flags = usage.contains_help_flags;
   absl::SetFlagsUsageConfig(usage);
@@ -92,30 +92,36 @@ int WaitForStopSignal() {
   return signal_number;
 }
 
-absl::StatusOr<ServerEndpoints> StartServer(const std::string& host, int port, int metrics_port,
-                                            int max_message_bytes,
+absl::StatusOr<ServerEndpoints> StartServer(const ServerOptions& options,
                                             const std::vector<grpc::Service*>& services,
                                             const std::vector<std::string>& health_names) {
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
+      MakeServerCredentials(options.tls);
+  if (!credentials.ok()) return credentials.status();
+  const std::string& host = options.host;
+  const std::string& metrics_host = options.metrics_host;
+  const int port = options.port;
+  const int metrics_port = options.metrics_port;
   ServerEndpoints out;
   try {
     // CivetWeb gives each connection a thread until its request arrives. With the default
     // of 2 threads and no request timeout, two idle connections blocked every scrape; now
     // 32 threads, and a connection that sends no request within 2 s is closed.
     out.exposer = std::make_unique<prometheus::Exposer>(std::vector<std::string>{
-        "listening_ports", absl::StrCat(host, ":", metrics_port), "num_threads", "32",
+        "listening_ports", absl::StrCat(metrics_host, ":", metrics_port), "num_threads", "32",
         "request_timeout_ms", "2000"});
   } catch (const std::exception& e) {
     return absl::UnavailableError(
-        absl::StrCat("cannot listen for metrics on ", host, ":", metrics_port, ": ", e.what()));
+        absl::StrCat("cannot listen for metrics on ", metrics_host, ":", metrics_port, ": ",
+                     e.what()));
   }
   out.metrics_port = out.exposer->GetListeningPorts().front();
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(absl::StrCat(host, ":", port), grpc::InsecureServerCredentials(),
-                           &out.port);
-  builder.SetMaxReceiveMessageSize(max_message_bytes);
-  builder.SetMaxSendMessageSize(max_message_bytes);
+  builder.AddListeningPort(absl::StrCat(host, ":", port), *credentials, &out.port);
+  builder.SetMaxReceiveMessageSize(options.max_receive_bytes);
+  builder.SetMaxSendMessageSize(options.max_send_bytes);
   for (grpc::Service* service : services) builder.RegisterService(service);
   out.server = builder.BuildAndStart();
   if (out.server == nullptr || out.port == 0) {

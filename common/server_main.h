@@ -1,5 +1,5 @@
 // What the deeplab-worker and deeplab-gateway mains share: command-line parsing that accepts
-// our documented dashed flag names, the gRPC server with health and reflection, the
+// our documented dashed flag names, the gRPC server with health, reflection and TLS, the
 // Prometheus exposer, and waiting for SIGTERM/SIGINT.
 #ifndef DEEPLAB_COMMON_SERVER_MAIN_H_
 #define DEEPLAB_COMMON_SERVER_MAIN_H_
@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/tls.h"
 
 namespace deeplab {
 
@@ -19,7 +20,8 @@ namespace deeplab {
 inline constexpr int kExitBadCommandLine = 2;
 
 // absl::ParseCommandLine, accepting --metrics-port for --metrics_port (Abseil flag names are
-// identifiers). --help lists flags defined in files whose path contains `help_path`. An
+// identifiers). --help lists flags defined in files whose path contains `help_path` (and
+// common/server_flags.cc, the servers' shared flags). An
 // unknown flag or a malformed value ends the program with Abseil's message and exit code 2
 // (kExitBadCommandLine), not Abseil's 1.
 std::vector<char*> ParseCommandLineWithDashes(int argc, char** argv, const std::string& help_path);
@@ -36,12 +38,23 @@ struct ServerEndpoints {
   int metrics_port = 0;
 };
 
-// Starts the Prometheus exposer on host:metrics_port and a gRPC server on host:port with
-// `services`, the standard health service (initially NOT_SERVING for "" and every name in
-// `health_names`), server reflection and the given message size limit. Port 0 picks a free
-// port; the chosen ones are in the result. UNAVAILABLE when a port cannot be bound.
-absl::StatusOr<ServerEndpoints> StartServer(const std::string& host, int port, int metrics_port,
-                                            int max_message_bytes,
+struct ServerOptions {
+  std::string host = "127.0.0.1";  // gRPC listen address
+  int port = 0;                    // 0: a free port
+  std::string metrics_host = "127.0.0.1";
+  int metrics_port = 0;
+  // Largest message received and sent, in bytes.
+  int max_receive_bytes = 4 << 20;
+  int max_send_bytes = 4 << 20;
+  ServerTlsOptions tls;  // plaintext unless tls.enabled()
+};
+
+// Starts the Prometheus exposer on metrics_host:metrics_port and a gRPC server on host:port
+// with `services`, the standard health service (initially NOT_SERVING for "" and every name
+// in `health_names`), server reflection, the message size limits and TLS. Port 0 picks a free
+// port; the chosen ones are in the result. UNAVAILABLE when a port cannot be bound,
+// INVALID_ARGUMENT for bad TLS files.
+absl::StatusOr<ServerEndpoints> StartServer(const ServerOptions& options,
                                             const std::vector<grpc::Service*>& services,
                                             const std::vector<std::string>& health_names);
 

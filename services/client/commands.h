@@ -15,6 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/tls.h"
 #include "deeplab/v1/segmentation.grpc.pb.h"
 
 namespace deeplab::client {
@@ -26,6 +27,7 @@ enum ExitCode : int {
   kExitUsage = 2,        // bad command line
   kExitUnreachable = 3,  // gateway unreachable, or UNAVAILABLE for every image
   kExitUnknownModel = 4,
+  kExitUnauthorized = 5,  // no valid token (UNAUTHENTICATED) or not for this (PERMISSION_DENIED)
 };
 
 struct Connection {
@@ -33,14 +35,21 @@ struct Connection {
   // Deadline of the ListModels call that opens every subcommand: an unreachable address
   // fails at once (connection refused) or at this deadline (nothing answers).
   absl::Duration connect_timeout = absl::Seconds(5);
+  ClientTlsOptions tls;  // plaintext unless enabled
+  std::string token;     // bearer token sent with every call; empty: none
 };
 
-// An insecure channel without gRPC's 4 MiB receive limit: the overlay and label PNGs of a
-// large photo exceed it, and the gateway already bounds what it sends.
-std::shared_ptr<grpc::Channel> NewChannel(const std::string& server);
+// A channel (TLS per connection.tls) without gRPC's 4 MiB receive limit: the overlay and
+// label PNGs of a large photo exceed it, and the gateway already bounds what it sends.
+// The TLS files must have passed ValidateClientTls; the program ends (exit 2) otherwise.
+std::shared_ptr<grpc::Channel> NewChannel(const Connection& connection);
 
 absl::StatusOr<v1::ListModelsResponse> ListModels(v1::Segmentation::StubInterface& stub,
+                                                  const Connection& connection,
                                                   absl::Duration timeout);
+
+// kExitUnauthorized for UNAUTHENTICATED and PERMISSION_DENIED, else kExitUnreachable.
+int ExitCodeOfFailedListModels(const absl::Status& status);
 
 // "cannot reach the gateway at ADDR: CODE: message", with a hint where the code suggests one.
 std::string UnreachableMessage(const Connection& connection, const absl::Status& status);

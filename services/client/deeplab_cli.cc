@@ -5,6 +5,7 @@
 // Flags become options here; services/client/commands.h does the work.
 #include <unistd.h>
 
+#include <cstdlib>
 #include <iostream>
 #include <optional>
 #include <string>
@@ -34,6 +35,14 @@ ABSL_FLAG(double, overlay_alpha, 0,
           "segment: palette opacity in the overlay, 0-1 (0: the server's)");
 ABSL_FLAG(int, priority, 0, "segment: 0 is the most urgent; larger numbers wait behind smaller");
 ABSL_FLAG(bool, quiet, false, "segment: no progress bar and no summary");
+ABSL_FLAG(bool, tls, false, "Speak TLS to the gateway, trusting the system's CAs (or --ca)");
+ABSL_FLAG(std::string, ca, "", "PEM CA the gateway's certificate must chain to (implies --tls)");
+ABSL_FLAG(std::string, cert, "", "PEM client certificate, for a gateway that requires one");
+ABSL_FLAG(std::string, key, "", "PEM private key of --cert");
+ABSL_FLAG(std::string, server_name, "",
+          "Name the gateway's certificate carries, if not the --server host");
+ABSL_FLAG(std::string, token_file, "",
+          "File holding a bearer token for the gateway (default: $DEEPLAB_TOKEN, if set)");
 
 namespace {
 
@@ -73,6 +82,12 @@ Flags:
                      server's, 0.5)
   --priority P       segment: 0 (default) is the most urgent; larger numbers wait
   --quiet            segment: no progress bar, no summary (failures are still printed)
+  --tls              TLS to the gateway with the system's CAs (implied by --ca, --cert)
+  --ca FILE          PEM CA bundle the gateway's certificate must chain to
+  --cert FILE, --key FILE
+                     client certificate and key, for a gateway requiring mutual TLS
+  --server-name N    name the gateway's certificate carries, if not the --server host
+  --token-file FILE  bearer token for a gateway with tokens (default: $DEEPLAB_TOKEN)
 
 Exit codes:
   0  success: every image segmented (segment), ready (wait)
@@ -83,6 +98,8 @@ Exit codes:
      worker has answered it (segment), or it answered UNAVAILABLE for every image
      (segment)
   4  unknown weight set (segment); nothing was sent
+  5  refused: no valid token (UNAUTHENTICATED), or the token may not use the weight
+     set (PERMISSION_DENIED)
 )";
 
 bool WantsHelp(const std::vector<std::string>& args) {
@@ -176,6 +193,21 @@ int Run(const std::string& command, const std::vector<std::string>& operands) {
   deeplab::client::Connection connection;
   connection.server = absl::GetFlag(FLAGS_server);
   if (connection.server.empty()) return UsageError("--server must not be empty");
+  connection.tls.tls = absl::GetFlag(FLAGS_tls);
+  connection.tls.ca_file = absl::GetFlag(FLAGS_ca);
+  connection.tls.cert_file = absl::GetFlag(FLAGS_cert);
+  connection.tls.key_file = absl::GetFlag(FLAGS_key);
+  connection.tls.server_name = absl::GetFlag(FLAGS_server_name);
+  if (absl::Status s = deeplab::ValidateClientTls(connection.tls); !s.ok()) {
+    return UsageError(std::string(s.message()));
+  }
+  if (const std::string path = absl::GetFlag(FLAGS_token_file); !path.empty()) {
+    absl::StatusOr<std::string> token = deeplab::ReadTokenFile(path);
+    if (!token.ok()) return UsageError(std::string(token.status().message()));
+    connection.token = *token;
+  } else if (const char* env = std::getenv("DEEPLAB_TOKEN"); env != nullptr) {
+    connection.token = env;
+  }
   const absl::StatusOr<absl::Duration> timeout = ParseTimeout(absl::GetFlag(FLAGS_timeout));
   if (!timeout.ok()) return UsageError(std::string(timeout.status().message()));
   const std::vector<std::string> models = absl::GetFlag(FLAGS_model);

@@ -1,6 +1,7 @@
 // deeplab models and deeplab wait, and what every subcommand shares: the channel and the
 // ListModels call.
 #include <algorithm>
+#include <cstdlib>
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
@@ -34,16 +35,27 @@ std::string WhyNotReady(const v1::ModelInfo& m) {
 
 }  // namespace
 
-std::shared_ptr<grpc::Channel> NewChannel(const std::string& server) {
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(-1);
-  args.SetMaxSendMessageSize(-1);
-  return grpc::CreateCustomChannel(server, grpc::InsecureChannelCredentials(), args);
+std::shared_ptr<grpc::Channel> NewChannel(const Connection& connection) {
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+      MakeClientChannel(connection.server, connection.tls);
+  if (!channel.ok()) {
+    // Never a plaintext fallback; main validated the files, so one went away since.
+    std::cerr << "deeplab: " << channel.status().message() << "\n";
+    std::exit(kExitUsage);
+  }
+  return *std::move(channel);
+}
+
+int ExitCodeOfFailedListModels(const absl::Status& status) {
+  return absl::IsUnauthenticated(status) || absl::IsPermissionDenied(status) ? kExitUnauthorized
+                                                                             : kExitUnreachable;
 }
 
 absl::StatusOr<v1::ListModelsResponse> ListModels(v1::Segmentation::StubInterface& stub,
+                                                  const Connection& connection,
                                                   absl::Duration timeout) {
   grpc::ClientContext context;
+  AddBearerToken(connection.token, &context);
   context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
   v1::ListModelsResponse response;
   grpc::Status status = stub.ListModels(&context, v1::ListModelsRequest(), &response);
@@ -56,6 +68,9 @@ std::string UnreachableMessage(const Connection& connection, const absl::Status&
       absl::StrCat("cannot reach the gateway at ", connection.server, ": ",
                    absl::StatusCodeToString(status.code()), ": ", status.message());
   if (absl::IsUnimplemented(status)) absl::StrAppend(&message, " (is it a deeplab-gateway?)");
+  if (absl::IsUnauthenticated(status) && connection.token.empty()) {
+    absl::StrAppend(&message, " (give a token: --token-file FILE or DEEPLAB_TOKEN)");
+  }
   return message;
 }
 
@@ -124,11 +139,12 @@ std::string NotReadyReason(const v1::ListModelsResponse& response,
 }
 
 int ModelsCommand(const Connection& connection, bool json, std::ostream& out, std::ostream& err) {
-  auto stub = v1::Segmentation::NewStub(NewChannel(connection.server));
-  absl::StatusOr<v1::ListModelsResponse> response = ListModels(*stub, connection.connect_timeout);
+  auto stub = v1::Segmentation::NewStub(NewChannel(connection));
+  absl::StatusOr<v1::ListModelsResponse> response =
+      ListModels(*stub, connection, connection.connect_timeout);
   if (!response.ok()) {
     err << "deeplab models: " << UnreachableMessage(connection, response.status()) << "\n";
-    return kExitUnreachable;
+    return ExitCodeOfFailedListModels(response.status());
   }
   if (!json) {
     out << FormatModelsTable(*response);
@@ -148,13 +164,13 @@ int ModelsCommand(const Connection& connection, bool json, std::ostream& out, st
 }
 
 int WaitCommand(const WaitOptions& options, std::ostream& out, std::ostream& err) {
-  auto stub = v1::Segmentation::NewStub(NewChannel(options.connection.server));
+  auto stub = v1::Segmentation::NewStub(NewChannel(options.connection));
   const absl::Time deadline = absl::Now() + options.timeout;
   std::string why;
   for (;;) {
     const absl::Duration left = deadline - absl::Now();
     absl::StatusOr<v1::ListModelsResponse> response =
-        ListModels(*stub, std::min(left, options.connection.connect_timeout));
+        ListModels(*stub, options.connection, std::min(left, options.connection.connect_timeout));
     if (response.ok()) {
       why = NotReadyReason(*response, options.models);
       if (why.empty()) {

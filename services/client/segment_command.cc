@@ -70,6 +70,7 @@ Outcome SegmentOne(v1::Segmentation::StubInterface& stub, const SegmentOptions& 
   }
   const v1::SegmentRequest request = MakeRequest(options, *std::move(bytes));
   grpc::ClientContext context;
+  AddBearerToken(options.connection.token, &context);
   const absl::Time start = absl::Now();
   context.set_deadline(absl::ToChronoTime(start + options.timeout));
   v1::SegmentResponse response;
@@ -88,10 +89,10 @@ Outcome SegmentOne(v1::Segmentation::StubInterface& stub, const SegmentOptions& 
 std::optional<int> CheckModel(v1::Segmentation::StubInterface& stub, const SegmentOptions& options,
                               std::ostream& err) {
   absl::StatusOr<v1::ListModelsResponse> models =
-      ListModels(stub, options.connection.connect_timeout);
+      ListModels(stub, options.connection, options.connection.connect_timeout);
   if (!models.ok()) {
     err << "deeplab segment: " << UnreachableMessage(options.connection, models.status()) << "\n";
-    return kExitUnreachable;
+    return ExitCodeOfFailedListModels(models.status());
   }
   std::vector<std::string> names;
   for (const v1::ModelInfo& m : models->models()) names.push_back(m.name());
@@ -127,7 +128,7 @@ int SegmentCommand(const SegmentOptions& options, const std::vector<std::string>
         << " (folders are searched for jpg, jpeg, png, bmp, tif, tiff, webp)\n";
     return kExitUsage;
   }
-  auto stub = v1::Segmentation::NewStub(NewChannel(options.connection.server));
+  auto stub = v1::Segmentation::NewStub(NewChannel(options.connection));
   if (std::optional<int> stop = CheckModel(*stub, options, err); stop.has_value()) return *stop;
 
   const int total = static_cast<int>(expanded.images.size() + expanded.failures.size());

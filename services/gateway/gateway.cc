@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/log.h"
 #include "common/output_options.h"
 #include "common/image_codec.h"
 #include "common/status_util.h"
@@ -65,6 +66,7 @@ struct Gateway::Pending {
   DoneCallback done;
   std::string model;  // metric label
   absl::Time arrival;
+  int64_t bytes = 0;  // counted in inflight_bytes_
   bool ran = false;
 };
 
@@ -162,9 +164,10 @@ absl::StatusOr<int> Gateway::Cost(const v1::SegmentRequest& request,
 uint64_t Gateway::Submit(const v1::SegmentRequest& request, v1::SegmentResponse* response,
                          absl::Time deadline, DoneCallback done) {
   const absl::Time arrival = absl::Now();
-  auto refuse = [&](absl::Status status, const std::string& label) {
+  auto refuse = [&](absl::Status status, const std::string& label,
+                    const char* reason = nullptr) {
     if (metrics_ != nullptr) {
-      metrics_->CountRejection(label, RejectionReason(status.code()));
+      metrics_->CountRejection(label, reason != nullptr ? reason : RejectionReason(status.code()));
       metrics_->CountRequest(label, CodeName(status.code()),
                              absl::ToDoubleSeconds(absl::Now() - arrival));
     }
@@ -190,6 +193,14 @@ uint64_t Gateway::Submit(const v1::SegmentRequest& request, v1::SegmentResponse*
   if (request.image().source_case() == v1::Image::SOURCE_NOT_SET) {
     return refuse(absl::InvalidArgumentError(
                       "the request has no image: set image.encoded (file bytes) or image.raw"),
+                  ModelLabel(model));
+  }
+  const int64_t image_bytes = static_cast<int64_t>(request.image().encoded().size() +
+                                                    request.image().raw().data().size());
+  if (options_.max_image_bytes > 0 && image_bytes > options_.max_image_bytes) {
+    return refuse(absl::InvalidArgumentError(absl::StrCat(
+                      "the image is ", image_bytes, " bytes, over the limit of ",
+                      options_.max_image_bytes, " (--max-image-bytes)")),
                   ModelLabel(model));
   }
   const std::optional<WorkerPool::ModelRoute> route = pool_->Route(model);
@@ -226,20 +237,38 @@ uint64_t Gateway::Submit(const v1::SegmentRequest& request, v1::SegmentResponse*
   pending->done = std::move(done);
   pending->model = model;
   pending->arrival = arrival;
+  pending->bytes = image_bytes;
   scheduler::Task task;
   task.model = model;
   task.cost = *cost;
   task.priority = request.priority();
   task.deadline = deadline;
+  int64_t held = -1;  // set when the request would go over the in-flight bound
   {
     absl::MutexLock lock(&mu_);
-    pending->id = task.id = next_id_++;
-    pending_[task.id] = pending;
+    // One request alone may always be held (the message size limit bounds it).
+    if (options_.max_inflight_bytes > 0 && inflight_bytes_ > 0 &&
+        inflight_bytes_ + pending->bytes > options_.max_inflight_bytes) {
+      held = inflight_bytes_;
+    } else {
+      inflight_bytes_ += pending->bytes;
+      pending->id = task.id = next_id_++;
+      pending_[task.id] = pending;
+    }
+  }
+  if (held >= 0) {
+    done = std::move(pending->done);
+    return refuse(absl::ResourceExhaustedError(absl::StrCat(
+                      "the gateway holds ", held >> 20, " MiB of images in accepted requests "
+                      "and this one adds ", pending->bytes >> 20, " MiB, over its limit of ",
+                      options_.max_inflight_bytes >> 20, " MiB (--max-inflight-mb); retry later")),
+                  model, "memory");
   }
   if (absl::Status s = scheduler_->Enqueue(task); !s.ok()) {
     {
       absl::MutexLock lock(&mu_);
       pending_.erase(task.id);
+      inflight_bytes_ -= pending->bytes;
     }
     done = std::move(pending->done);
     return refuse(std::move(s), model);
@@ -266,6 +295,7 @@ void Gateway::Complete(uint64_t id, absl::Status status) {
     if (it == pending_.end()) return;
     p = it->second;
     pending_.erase(it);
+    inflight_bytes_ -= p->bytes;
   }
   if (metrics_ != nullptr) {
     if (!status.ok() && !p->ran) metrics_->CountRejection(p->model, RejectionReason(status.code()));
@@ -326,9 +356,9 @@ void Gateway::CancelBatchesOn(const std::string& worker) {
     }
   }
   if (calls.empty()) return;
-  std::cerr << "deeplab-gateway: worker " << worker << " stopped answering; re-sending its "
-            << calls.size() << (calls.size() == 1 ? " batch" : " batches") << " elsewhere"
-            << std::endl;
+  LogLine("deeplab-gateway",
+          absl::StrCat("worker ", worker, " stopped answering; re-sending its ", calls.size(),
+                       calls.size() == 1 ? " batch" : " batches", " elsewhere"));
   for (const auto& call : calls) {
     call->worker_unresponsive = true;
     call->context.TryCancel();

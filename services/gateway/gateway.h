@@ -37,6 +37,12 @@ struct GatewayOptions {
   int max_attempts = 3;
   // What the workers_needed metric plans for (validated by main).
   scheduler::LoadEstimatorOptions autoscale;
+  // Bytes of images that accepted, unanswered requests may hold together; a request that
+  // would go over is refused RESOURCE_EXHAUSTED at once. 0: no bound.
+  int64_t max_inflight_bytes = 0;
+  // Largest image (encoded or raw bytes) accepted: INVALID_ARGUMENT beyond, as a worker
+  // would answer. 0: no check here.
+  int64_t max_image_bytes = 0;
 };
 
 class Gateway {
@@ -100,6 +106,7 @@ class Gateway {
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool kicked_ ABSL_GUARDED_BY(mu_) = false;
+  int64_t inflight_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   std::function<void()> on_workers_changed_ ABSL_GUARDED_BY(mu_);
   // Batches sent and not yet answered, by worker.
   std::multimap<std::string, std::weak_ptr<BatchCall>> in_flight_ ABSL_GUARDED_BY(mu_);

@@ -14,18 +14,39 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/process_metrics.h"
+#include "common/server_flags.h"
 #include "common/server_main.h"
+#include "services/gateway/auth.h"
 #include "services/gateway/gateway.h"
 #include "services/gateway/gateway_service.h"
 
-ABSL_FLAG(std::string, host, "0.0.0.0", "Address to listen on (gRPC and metrics)");
+ABSL_FLAG(std::string, host, "127.0.0.1",
+          "Address gRPC listens on (and metrics, unless --metrics-host); 0.0.0.0: every "
+          "interface, as in containers");
 ABSL_FLAG(int, port, 8000, "gRPC port; 0 picks a free one (printed at start)");
 ABSL_FLAG(int, metrics_port, 9100, "Prometheus /metrics port; 0 picks a free one");
 ABSL_FLAG(std::string, workers, "",
           "Workers: host:port[,host:port...] or dns:///name:port (re-resolved)");
 ABSL_FLAG(int, max_message_mb, 512,
-          "Largest gRPC message in MiB: a 4000x3000 image with every output (21-class "
+          "Largest gRPC message sent, in MiB: a 4000x3000 image with every output (21-class "
           "probabilities are 252 MB) fits in 512");
+ABSL_FLAG(int64_t, max_image_bytes, 64 << 20,
+          "Largest image accepted (encoded or raw bytes), as on the workers: a larger request "
+          "is refused before it is buffered (RESOURCE_EXHAUSTED from gRPC) or forwarded");
+ABSL_FLAG(int64_t, max_inflight_mb, 2048,
+          "MiB of images that accepted, unanswered requests may hold together; beyond, new "
+          "requests are refused RESOURCE_EXHAUSTED. 0: no bound");
+ABSL_FLAG(std::string, tokens_file, "",
+          "Bearer tokens (protobuf text, deeplab.v1.AccessTokens: sha256 of each token and the "
+          "weight sets it may use); every call then needs one. Empty: no authentication");
+ABSL_FLAG(std::string, worker_tls_ca, "",
+          "PEM CA that workers' certificates must chain to: the gateway talks TLS to workers");
+ABSL_FLAG(std::string, worker_tls_cert, "",
+          "PEM client certificate the gateway shows workers that require one (mutual TLS)");
+ABSL_FLAG(std::string, worker_tls_key, "", "PEM private key of --worker-tls-cert");
+ABSL_FLAG(std::string, worker_tls_server_name, "",
+          "Name workers' certificates carry, when it differs from the address dialled (the "
+          "gateway dials each resolved IP): e.g. deeplab-worker.deeplab.svc");
 ABSL_FLAG(absl::Duration, status_interval, absl::Seconds(1), "How often workers are polled");
 ABSL_FLAG(absl::Duration, resolve_interval, absl::Seconds(5),
           "How often a dns:/// worker name is resolved again");
@@ -48,6 +69,38 @@ int Run() {
   options.pool.status_interval = absl::GetFlag(FLAGS_status_interval);
   options.pool.resolve_interval = absl::GetFlag(FLAGS_resolve_interval);
   options.pool.max_message_bytes = absl::GetFlag(FLAGS_max_message_mb) << 20;
+  options.pool.tls.ca_file = absl::GetFlag(FLAGS_worker_tls_ca);
+  options.pool.tls.cert_file = absl::GetFlag(FLAGS_worker_tls_cert);
+  options.pool.tls.key_file = absl::GetFlag(FLAGS_worker_tls_key);
+  options.pool.tls.server_name = absl::GetFlag(FLAGS_worker_tls_server_name);
+  if (absl::Status s = deeplab::ValidateClientTls(options.pool.tls); !s.ok()) {
+    std::cerr << "deeplab-gateway: --worker-tls-*: " << s.message() << "\n";
+    return 2;
+  }
+  const deeplab::ServerTlsOptions tls = deeplab::ServerTlsFromFlags();
+  if (absl::Status s = deeplab::ValidateServerTls(tls); !s.ok()) {
+    std::cerr << "deeplab-gateway: " << s.message() << "\n";
+    return 2;
+  }
+  std::unique_ptr<deeplab::TokenAuthenticator> auth;
+  if (const std::string path = absl::GetFlag(FLAGS_tokens_file); !path.empty()) {
+    absl::StatusOr<std::unique_ptr<deeplab::TokenAuthenticator>> loaded =
+        deeplab::TokenAuthenticator::FromFile(path);
+    if (!loaded.ok()) {
+      std::cerr << "deeplab-gateway: --tokens-file: " << loaded.status().message() << "\n";
+      return 2;
+    }
+    auth = *std::move(loaded);
+  }
+  const int64_t max_image_bytes = absl::GetFlag(FLAGS_max_image_bytes);
+  const int64_t max_inflight_mb = absl::GetFlag(FLAGS_max_inflight_mb);
+  if (max_image_bytes < 1 || max_image_bytes > (1 << 30) || max_inflight_mb < 0) {
+    std::cerr << "deeplab-gateway: --max-image-bytes must be in 1..1073741824 and "
+                 "--max-inflight-mb at least 0\n";
+    return 2;
+  }
+  options.max_image_bytes = max_image_bytes;
+  options.max_inflight_bytes = max_inflight_mb << 20;
   options.max_attempts = absl::GetFlag(FLAGS_max_attempts);
   if (auto targets = deeplab::ParseWorkerTargets(options.pool.workers); !targets.ok()) {
     std::cerr << "deeplab-gateway: --workers: " << targets.status().message() << "\n";
@@ -68,12 +121,21 @@ int Run() {
   auto registry = std::make_shared<prometheus::Registry>();
   deeplab::GatewayMetrics metrics(*registry);
   deeplab::Gateway gateway(options, &metrics);
-  deeplab::SegmentationService service(&gateway);
+  deeplab::SegmentationService service(&gateway, auth.get());
   const std::vector<std::string> kHealthNames = {"deeplab.v1.Segmentation"};
-  const std::string host = absl::GetFlag(FLAGS_host);
-  absl::StatusOr<deeplab::ServerEndpoints> endpoints = deeplab::StartServer(
-      host, absl::GetFlag(FLAGS_port), absl::GetFlag(FLAGS_metrics_port),
-      absl::GetFlag(FLAGS_max_message_mb) << 20, {&service}, kHealthNames);
+  deeplab::ServerOptions server_options;
+  server_options.host = absl::GetFlag(FLAGS_host);
+  server_options.port = absl::GetFlag(FLAGS_port);
+  server_options.metrics_host = deeplab::MetricsHostFromFlags(server_options.host);
+  server_options.metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  // What a worker would refuse is refused here, before it is buffered: the image plus 1 MiB
+  // for the rest of the request.
+  server_options.max_receive_bytes = static_cast<int>(max_image_bytes + (1 << 20));
+  server_options.max_send_bytes = absl::GetFlag(FLAGS_max_message_mb) << 20;
+  server_options.tls = tls;
+  const std::string& host = server_options.host;
+  absl::StatusOr<deeplab::ServerEndpoints> endpoints =
+      deeplab::StartServer(server_options, {&service}, kHealthNames);
   if (!endpoints.ok()) {
     std::cerr << "deeplab-gateway: " << endpoints.status().message() << "\n";
     return 1;
@@ -84,8 +146,16 @@ int Run() {
   endpoints->exposer->RegisterCollectable(process_metrics);
   grpc::Server& server = *endpoints->server;
   std::cout << "deeplab-gateway: grpc " << host << ":" << endpoints->port << std::endl;
-  std::cout << "deeplab-gateway: metrics " << host << ":" << endpoints->metrics_port
-            << "/metrics" << std::endl;
+  std::cout << "deeplab-gateway: metrics " << server_options.metrics_host << ":"
+            << endpoints->metrics_port << "/metrics" << std::endl;
+  if (tls.enabled()) {
+    std::cout << "deeplab-gateway: TLS on"
+              << (tls.client_ca_file.empty() ? "" : ", client certificates required") << std::endl;
+  }
+  if (auth != nullptr) {
+    std::cout << "deeplab-gateway: " << auth->size() << " bearer token(s) from --tokens-file"
+              << (tls.enabled() ? "" : "; without TLS, use them on loopback only") << std::endl;
+  }
   // Health follows the workers: SERVING while some worker has a ready weight set.
   gateway.SetOnWorkersChanged(
       [&] { deeplab::SetHealth(server, kHealthNames, gateway.Serving()); });

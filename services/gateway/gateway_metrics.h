@@ -28,8 +28,8 @@ class GatewayMetrics {
   void SetWorkersNeeded(double demand, int workers);
   void SetWorkers(int healthy, int unhealthy);
   void CountRetry(const std::string& model);
-  // reason: queue_full, deadline, not_ready (also while the gateway drains), unknown_model,
-  // invalid, cancelled.
+  // reason: queue_full, memory (--max-inflight-mb), deadline, not_ready (also while the
+  // gateway drains), unknown_model, invalid, cancelled.
   void CountRejection(const std::string& model, const std::string& reason);
 
  private:

@@ -45,8 +45,10 @@ class StreamReactor
  public:
   static constexpr int kMaxInFlight = 64;
 
-  StreamReactor(Gateway* gateway, grpc::CallbackServerContext* context)
-      : gateway_(gateway), deadline_(DeadlineOf(context)) {
+  // `grant` null: every weight set allowed.
+  StreamReactor(Gateway* gateway, grpc::CallbackServerContext* context,
+                const TokenAuthenticator::Grant* grant)
+      : gateway_(gateway), deadline_(DeadlineOf(context)), grant_(grant) {
     StartRead(&incoming_);
   }
 
@@ -72,6 +74,11 @@ class StreamReactor
       ++in_flight_;
       read_more = in_flight_ < kMaxInFlight;
       reading_paused_ = !read_more;
+    }
+    if (grant_ != nullptr && !grant_->Allows(item->request.model())) {
+      OnAnswered(key, TokenAuthenticator::Authorize(*grant_, item->request.model()));
+      if (read_more) StartRead(&incoming_);
+      return;
     }
     const uint64_t id = gateway_->Submit(
         item->request, &item->response, deadline_,
@@ -180,6 +187,7 @@ class StreamReactor
 
   Gateway* const gateway_;
   const absl::Time deadline_;
+  const TokenAuthenticator::Grant* const grant_;
   v1::SegmentRequest incoming_;
   absl::Mutex mu_;
   std::map<uint64_t, std::shared_ptr<Item>> items_ ABSL_GUARDED_BY(mu_);
@@ -193,26 +201,65 @@ class StreamReactor
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
 };
 
+// A stream refused before it read anything (no valid token).
+class RefusedStream
+    : public grpc::ServerBidiReactor<v1::SegmentRequest, v1::SegmentStreamResponse> {
+ public:
+  explicit RefusedStream(const absl::Status& status) { Finish(ToGrpcStatus(status)); }
+  void OnDone() override { delete this; }
+};
+
+grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
+                                    const absl::Status& status) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
 }  // namespace
+
+absl::StatusOr<const TokenAuthenticator::Grant*> SegmentationService::Authenticate(
+    const grpc::CallbackServerContext* context) const {
+  if (auth_ == nullptr) return nullptr;
+  const auto& metadata = context->client_metadata();
+  auto it = metadata.find("authorization");
+  return auth_->Authenticate(it == metadata.end()
+                                 ? absl::string_view()
+                                 : absl::string_view(it->second.data(), it->second.size()));
+}
 
 grpc::ServerUnaryReactor* SegmentationService::Segment(grpc::CallbackServerContext* context,
                                                        const v1::SegmentRequest* request,
                                                        v1::SegmentResponse* response) {
+  absl::StatusOr<const TokenAuthenticator::Grant*> grant = Authenticate(context);
+  if (!grant.ok()) return FinishNow(context, grant.status());
+  if (*grant != nullptr && !(*grant)->Allows(request->model())) {
+    return FinishNow(context, TokenAuthenticator::Authorize(**grant, request->model()));
+  }
   return new SegmentReactor(gateway_, context, request, response);
 }
 
 grpc::ServerBidiReactor<v1::SegmentRequest, v1::SegmentStreamResponse>*
 SegmentationService::SegmentStream(grpc::CallbackServerContext* context) {
-  return new StreamReactor(gateway_, context);
+  absl::StatusOr<const TokenAuthenticator::Grant*> grant = Authenticate(context);
+  if (!grant.ok()) return new RefusedStream(grant.status());
+  return new StreamReactor(gateway_, context, *grant);
 }
 
 grpc::ServerUnaryReactor* SegmentationService::ListModels(grpc::CallbackServerContext* context,
                                                           const v1::ListModelsRequest*,
                                                           v1::ListModelsResponse* response) {
+  absl::StatusOr<const TokenAuthenticator::Grant*> grant = Authenticate(context);
+  if (!grant.ok()) return FinishNow(context, grant.status());
   *response = gateway_->ListModels();
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(grpc::Status::OK);
-  return reactor;
+  if (*grant != nullptr) {
+    // Only the weight sets this token may use.
+    auto* models = response->mutable_models();
+    for (int i = models->size() - 1; i >= 0; --i) {
+      if (!(*grant)->Allows(models->Get(i).name())) models->DeleteSubrange(i, 1);
+    }
+  }
+  return FinishNow(context, absl::OkStatus());
 }
 
 }  // namespace deeplab

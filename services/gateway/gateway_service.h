@@ -5,13 +5,17 @@
 #define DEEPLAB_SERVICES_GATEWAY_GATEWAY_SERVICE_H_
 
 #include "deeplab/v1/segmentation.grpc.pb.h"
+#include "services/gateway/auth.h"
 #include "services/gateway/gateway.h"
 
 namespace deeplab {
 
 class SegmentationService final : public v1::Segmentation::CallbackService {
  public:
-  explicit SegmentationService(Gateway* gateway) : gateway_(gateway) {}
+  // With `auth` (may be null: no tokens), every call must carry a token it accepts, and
+  // sees and uses only the weight sets the token allows.
+  explicit SegmentationService(Gateway* gateway, const TokenAuthenticator* auth = nullptr)
+      : gateway_(gateway), auth_(auth) {}
 
   grpc::ServerUnaryReactor* Segment(grpc::CallbackServerContext* context,
                                     const v1::SegmentRequest* request,
@@ -23,7 +27,12 @@ class SegmentationService final : public v1::Segmentation::CallbackService {
                                        v1::ListModelsResponse* response) override;
 
  private:
+  // The caller's grant; null when the gateway has no tokens (everything allowed).
+  absl::StatusOr<const TokenAuthenticator::Grant*> Authenticate(
+      const grpc::CallbackServerContext* context) const;
+
   Gateway* const gateway_;
+  const TokenAuthenticator* const auth_;
 };
 
 }  // namespace deeplab

@@ -11,12 +11,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "common/log.h"
 #include "common/model_info.h"
 
 namespace deeplab {
 namespace {
 
-void Log(const std::string& line) { std::cerr << "deeplab-gateway: " << line << std::endl; }
+void Log(const std::string& line) { LogLine("deeplab-gateway", line); }
 
 absl::StatusOr<std::pair<std::string, int>> SplitHostPort(absl::string_view text) {
   const size_t colon = text.rfind(':');
@@ -91,6 +92,14 @@ WorkerPool::WorkerPool(WorkerPoolOptions options, scheduler::Scheduler* schedule
     : options_(std::move(options)), scheduler_(scheduler), on_change_(std::move(on_change)) {
   auto targets = ParseWorkerTargets(options_.workers);
   if (targets.ok()) targets_ = *targets;
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      MakeChannelCredentials(options_.tls, nullptr);
+  if (!credentials.ok()) {
+    // Never fall back to plaintext: main validates the files before it gets here.
+    Log(absl::StrCat("worker TLS: ", credentials.status().message()));
+    std::abort();
+  }
+  credentials_ = *std::move(credentials);
 }
 
 WorkerPool::~WorkerPool() { Stop(); }
@@ -163,7 +172,10 @@ void WorkerPool::PollOnce() {
         args.SetMaxSendMessageSize(options_.max_message_bytes);
         // Reconnect quickly after a worker restarts; the default backs off up to 2 minutes.
         args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-        w->channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+        if (!options_.tls.server_name.empty()) {
+          args.SetSslTargetNameOverride(options_.tls.server_name);
+        }
+        w->channel = grpc::CreateCustomChannel(address, credentials_, args);
         w->stub = v1::Worker::NewStub(w->channel);
         w->backoff = options_.initial_backoff;
         Log(absl::StrCat("worker ", address, " found"));

@@ -27,6 +27,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/tls.h"
 #include "deeplab/v1/segmentation.pb.h"
 #include "deeplab/v1/worker.grpc.pb.h"
 #include "scheduler/scheduler.h"
@@ -45,6 +46,8 @@ struct WorkerPoolOptions {
   absl::Duration initial_backoff = absl::Milliseconds(250);
   absl::Duration max_backoff = absl::Seconds(10);
   int max_message_bytes = 512 << 20;
+  // TLS (and the gateway's client certificate) towards workers; plaintext when disabled.
+  ClientTlsOptions tls;
 };
 
 // Parsed --workers: either a fixed list or a DNS name to resolve.
@@ -61,6 +64,7 @@ class WorkerPool {
  public:
   // The scheduler must outlive the pool. `on_change` (may be null) runs after each poll
   // round, outside the pool's lock: the gateway kicks its scheduler loop and updates health.
+  // options.tls must have passed ValidateClientTls (the process ends otherwise).
   WorkerPool(WorkerPoolOptions options, scheduler::Scheduler* scheduler,
              std::function<void()> on_change);
   ~WorkerPool();
@@ -125,6 +129,7 @@ class WorkerPool {
   std::vector<std::string> Targets();
 
   const WorkerPoolOptions options_;
+  std::shared_ptr<grpc::ChannelCredentials> credentials_;  // for every worker's channel
   scheduler::Scheduler* const scheduler_;
   const std::function<void()> on_change_;
   std::function<void(const std::string&)> on_unresponsive_;

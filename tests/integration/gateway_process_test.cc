@@ -531,6 +531,86 @@ TEST_F(GatewayProcessTest, IdleConnectionsCannotBlockMetrics) {
   }
 }
 
+// An upload larger than a worker accepts is refused by the gateway before it is held or
+// forwarded. Before, the gateway took messages up to 512 MiB whatever the workers' limit,
+// held and forwarded them: three 400 MB uploads took it to 2.7 GB.
+TEST_F(GatewayProcessTest, UploadsOverTheImageLimitAreRefusedBeforeTheyAreHeld) {
+  Server worker = StartWorker(*repo_);
+  Server gw = StartGateway(worker.grpc_address, {"--max-image-bytes", "4000000"});
+  ASSERT_TRUE(WaitServing(gw.channel, absl::Seconds(30)));
+  auto stub = v1::Segmentation::NewStub(gw.channel);
+  const double rss_before =
+      MetricValue(Scrape(gw.metrics_address), "deeplab_process_resident_memory_bytes");
+  std::string huge = BandsPng(30, 90);
+  huge.resize(48 << 20, 'x');  // a PNG header, then 48 MB
+  std::vector<std::future<grpc::Status>> calls;
+  for (int i = 0; i < 3; ++i) {
+    calls.push_back(std::async(std::launch::async, [&] {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+      v1::SegmentResponse resp;
+      return stub->Segment(&ctx, Request("colour", huge), &resp);
+    }));
+  }
+  for (auto& call : calls) {
+    const grpc::Status s = call.get();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+  }
+  const double rss_after =
+      MetricValue(Scrape(gw.metrics_address), "deeplab_process_resident_memory_bytes");
+  EXPECT_LT(rss_after - rss_before, 100e6) << "3 x 48 MB uploads were held by the gateway";
+  // Just over the image limit but within the message: the gateway's own clear refusal.
+  std::string over = BandsPng(30, 90);
+  over.resize(4000001, 'x');
+  grpc::ClientContext ctx;
+  v1::SegmentResponse resp;
+  const grpc::Status s = stub->Segment(&ctx, Request("colour", over), &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("--max-image-bytes"));
+  // And the gateway still serves.
+  grpc::ClientContext ok_ctx;
+  EXPECT_TRUE(stub->Segment(&ok_ctx, Request("colour", BandsPng(30, 90)), &resp).ok());
+}
+
+// The images of accepted, unanswered requests are bounded together (--max-inflight-mb):
+// beyond, a request is refused RESOURCE_EXHAUSTED at once, and the others run.
+TEST_F(GatewayProcessTest, InFlightImageBytesAreBounded) {
+  Server worker = StartWorker(*repo_);
+  Server gw = StartGateway(worker.grpc_address, {"--max-inflight-mb", "1"});
+  ASSERT_TRUE(WaitServing(gw.channel, absl::Seconds(30)));
+  auto stub = v1::Segmentation::NewStub(gw.channel);
+  ASSERT_TRUE(WaitModelReady(*stub, "slow", absl::Seconds(60)));
+  cv::Mat noise(400, 400, CV_8UC3);
+  cv::randu(noise, 0, 255);
+  const std::string image = EncodePng(noise);  // ~480 KB: two fit in 1 MiB
+  ASSERT_GT(image.size(), 400000u);
+  constexpr int kRequests = 8;
+  std::vector<std::future<grpc::Status>> calls;
+  for (int i = 0; i < kRequests; ++i) {
+    calls.push_back(std::async(std::launch::async, [&] {
+      grpc::ClientContext ctx;
+      v1::SegmentResponse resp;
+      return stub->Segment(&ctx, Request("slow", image), &resp);
+    }));
+  }
+  int ok = 0, refused = 0;
+  for (auto& call : calls) {
+    const grpc::Status s = call.get();
+    if (s.ok()) {
+      ++ok;
+    } else {
+      EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+      EXPECT_THAT(s.error_message(), HasSubstr("--max-inflight-mb"));
+      ++refused;
+    }
+  }
+  EXPECT_GE(ok, 1);
+  EXPECT_GE(refused, 1);
+  EXPECT_GT(MetricValue(Scrape(gw.metrics_address),
+                        "deeplab_gateway_rejections_total{model=\"slow\",reason=\"memory\"}"),
+            0);
+}
+
 TEST_F(GatewayProcessTest, AWorkerThatStartsLaterIsPickedUpAndSigtermDrains) {
   // Reserve a port for the worker by starting it after the gateway on a fixed port.
   Server first = StartWorker(*repo_);

@@ -186,6 +186,39 @@ TEST_F(WorkerProcessTest, ServesHealthStatusReflectionInferAndMetrics) {
   EXPECT_EQ(*code, 0);
 }
 
+// After one huge image the worker gives the memory it needed back: before, its resident
+// memory stayed at the peak of the largest image it had seen.
+TEST_F(WorkerProcessTest, MemoryGrownForAHugeImageIsReturned) {
+  Server worker = StartWorker(*repo_);
+  auto stub = v1::Worker::NewStub(worker.channel);
+  const double before =
+      MetricValue(Scrape(worker.metrics_address), "deeplab_process_resident_memory_bytes");
+  cv::Mat huge(6000, 7000, CV_8UC3, cv::Scalar(10, 200, 30));  // 42 MP, compresses to little
+  v1::InferRequest request;
+  request.set_model("colour");
+  v1::InferItem* item = request.add_items();
+  item->set_id("huge");
+  item->mutable_image()->set_encoded(EncodePng(huge));
+  item->mutable_outputs()->set_label_png(true);
+  item->mutable_outputs()->set_probabilities(true);
+  grpc::ClientContext ctx;
+  v1::InferResponse response;
+  ASSERT_TRUE(stub->Infer(&ctx, request, &response).ok());
+  ASSERT_EQ(response.items(0).code(), 0) << response.items(0).message();
+  EXPECT_EQ(response.items(0).result().width(), 7000);
+  response.Clear();
+  // The memory goes back at the next Status poll (a gateway polls every second).
+  grpc::ClientContext status_ctx;
+  v1::StatusResponse status;
+  ASSERT_TRUE(stub->Status(&status_ctx, v1::StatusRequest(), &status).ok());
+  const double after =
+      MetricValue(Scrape(worker.metrics_address), "deeplab_process_resident_memory_bytes");
+  std::cerr << "worker resident memory: " << before / 1e6 << " MB before, " << after / 1e6
+            << " MB after a 42 MP image\n";
+  // The image alone is 126 MB decoded and 126 MB of probabilities at the original size.
+  EXPECT_LT(after - before, 120e6);
+}
+
 TEST_F(WorkerProcessTest, SigtermDrainsInFlightBatchesAndRefusesNewOnes) {
   Server worker = StartWorker(*repo_);
   auto stub = v1::Worker::NewStub(worker.channel);

@@ -9,7 +9,10 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_join.h"
+#include "common/log.h"
+#include "common/release_memory.h"
 #include "common/output_options.h"
 #include "workers/repository/model_repository.h"
 
@@ -50,7 +53,7 @@ WeightsFormat FormatFromConfig(v1::WeightsFormat f) {
   }
 }
 
-void Log(const std::string& line) { std::cerr << "deeplab-worker: " << line << std::endl; }
+void Log(const std::string& line) { LogLine("deeplab-worker", line); }
 
 }  // namespace
 
@@ -77,7 +80,13 @@ struct WorkerEngine::Job {
   std::unique_ptr<BatchRun> run;
   std::chrono::steady_clock::time_point submitted;
   std::atomic<int> pending{0};
+  // Some image had at least kLargeImagePixels: free memory goes back to the system after.
+  std::atomic<bool> large{false};
 };
+
+// 8 megapixels: a 12 MP photo's decoded pixels, restored scores and PNGs take hundreds of
+// MB; releasing afterwards costs a few milliseconds, small beside such an image's time.
+constexpr int64_t kLargeImagePixels = 8'000'000;
 
 int DefaultInstances(int requested, const std::string& device) {
   if (requested > 0) return requested;
@@ -138,6 +147,19 @@ absl::Status WorkerEngine::LoadRepository(const std::string& repository,
                                           const std::vector<std::string>& only) {
   absl::StatusOr<std::vector<RepositoryEntry>> entries = ScanModelRepository(repository);
   if (!entries.ok()) return entries.status();
+  {
+    // Status (hence the gateway's ListModels) names files relative to the repository: where
+    // the server keeps them is none of a client's business.
+    absl::MutexLock lock(&mu_);
+    std::error_code error;
+    for (const std::string& path :
+         {std::filesystem::canonical(repository, error).string(),
+          std::filesystem::absolute(repository, error).lexically_normal().string(), repository}) {
+      if (path.empty() || path == "." || path == "/") continue;
+      std::string prefix = path.back() == '/' ? path : path + "/";
+      repository_prefixes_.push_back(std::move(prefix));
+    }
+  }
   std::vector<std::string> unknown = only;
   std::vector<const RepositoryEntry*> selected;
   for (const RepositoryEntry& entry : *entries) {
@@ -347,6 +369,7 @@ void WorkerEngine::DecodeItem(const std::shared_ptr<Job>& job, int index) {
     if (!rgb.ok()) {
       job->status[index] = rgb.status();
     } else {
+      if (static_cast<int64_t>(rgb->total()) >= kLargeImagePixels) job->large = true;
       start = std::chrono::steady_clock::now();
       job->prepared[index] = Preprocess(*rgb, ws.pipeline);
       job->prepared[index].item.want_probabilities =
@@ -519,17 +542,26 @@ void WorkerEngine::FinishJob(const std::shared_ptr<Job>& job) {
     --in_flight_;
     PublishSlotsLocked();
   }
+  // The answer is still to be sent (and freed): release at the next Status poll instead.
+  if (job->large) release_memory_ = true;
   done(absl::OkStatus());
 }
 
 v1::StatusResponse WorkerEngine::Status() const {
+  // Once a second from each gateway: after a huge image's answer has gone, its memory goes
+  // back to the system here.
+  if (release_memory_.exchange(false)) ReleaseFreeMemory();
   v1::StatusResponse status;
   absl::MutexLock lock(&mu_);
   for (const auto& [name, ws] : weight_sets_) {
     v1::WeightSetStatus* s = status.add_weight_sets();
     s->set_name(name);
     s->set_ready(ws->ready);
-    s->set_reason(ws->reason);
+    std::string reason = ws->reason;
+    for (const std::string& prefix : repository_prefixes_) {
+      reason = absl::StrReplaceAll(reason, {{prefix, ""}});
+    }
+    s->set_reason(std::move(reason));
     *s->mutable_config() = ws->config;
     if (ws->model != nullptr) s->set_runtime(ws->model->runtime());
   }

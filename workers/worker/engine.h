@@ -16,6 +16,7 @@
 #ifndef DEEPLAB_WORKERS_WORKER_ENGINE_H_
 #define DEEPLAB_WORKERS_WORKER_ENGINE_H_
 
+#include <atomic>
 #include <deque>
 #include <functional>
 #include <map>
@@ -150,6 +151,11 @@ class WorkerEngine {
   const WorkerOptions options_;
   WorkerMetrics* const metrics_;
   std::string device_;
+  // The model repository's path, as given and resolved, with a trailing '/': cut from the
+  // reasons Status reports.
+  std::vector<std::string> repository_prefixes_ ABSL_GUARDED_BY(mu_);
+  // A huge image was answered: Status() releases free memory (common/release_memory.h).
+  mutable std::atomic<bool> release_memory_{false};
 
   mutable absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<WeightSet>> weight_sets_ ABSL_GUARDED_BY(mu_);

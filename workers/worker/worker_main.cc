@@ -21,12 +21,15 @@
 #include "absl/time/time.h"
 #include "common/nvml.h"
 #include "common/process_metrics.h"
+#include "common/server_flags.h"
 #include "common/server_main.h"
 #include "workers/worker/engine.h"
 #include "workers/worker/worker_service.h"
 
 ABSL_FLAG(std::string, models, "models", "Model repository folder");
-ABSL_FLAG(std::string, host, "0.0.0.0", "Address to listen on (gRPC and metrics)");
+ABSL_FLAG(std::string, host, "127.0.0.1",
+          "Address gRPC listens on (and metrics, unless --metrics-host); 0.0.0.0: every "
+          "interface, as in containers");
 ABSL_FLAG(int, port, 8001, "gRPC port; 0 picks a free one (printed at start)");
 ABSL_FLAG(int, metrics_port, 9101, "Prometheus /metrics port; 0 picks a free one");
 ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:K");
@@ -80,6 +83,12 @@ std::unique_ptr<deeplab::NvmlDevice> OpenGpuForMetrics(const std::string& device
 
 int Run() {
   deeplab::BlockStopSignals();
+  // Before loading anything: a bad certificate is a bad command line.
+  const deeplab::ServerTlsOptions tls = deeplab::ServerTlsFromFlags();
+  if (absl::Status s = deeplab::ValidateServerTls(tls); !s.ok()) {
+    std::cerr << "deeplab-worker: " << s.message() << "\n";
+    return 2;
+  }
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   const int threads = absl::GetFlag(FLAGS_threads) > 0 ? absl::GetFlag(FLAGS_threads) : cores;
   at::set_num_threads(threads);
@@ -114,10 +123,17 @@ int Run() {
   deeplab::WorkerEngine engine(options, &metrics);
   deeplab::WorkerService service(&engine);
   const std::vector<std::string> kHealthNames = {"deeplab.v1.Worker"};
-  const std::string host = absl::GetFlag(FLAGS_host);
-  absl::StatusOr<deeplab::ServerEndpoints> endpoints = deeplab::StartServer(
-      host, absl::GetFlag(FLAGS_port), absl::GetFlag(FLAGS_metrics_port),
-      absl::GetFlag(FLAGS_max_message_mb) << 20, {&service}, kHealthNames);
+  deeplab::ServerOptions server_options;
+  server_options.host = absl::GetFlag(FLAGS_host);
+  server_options.port = absl::GetFlag(FLAGS_port);
+  server_options.metrics_host = deeplab::MetricsHostFromFlags(server_options.host);
+  server_options.metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  server_options.max_receive_bytes = server_options.max_send_bytes =
+      absl::GetFlag(FLAGS_max_message_mb) << 20;
+  server_options.tls = tls;
+  const std::string& host = server_options.host;
+  absl::StatusOr<deeplab::ServerEndpoints> endpoints =
+      deeplab::StartServer(server_options, {&service}, kHealthNames);
   if (!endpoints.ok()) {
     std::cerr << "deeplab-worker: " << endpoints.status().message() << "\n";
     return 1;
@@ -131,8 +147,12 @@ int Run() {
   grpc::Server& server = *endpoints->server;
   // Tests and launchers read these two lines to learn the ports.
   std::cout << "deeplab-worker: grpc " << host << ":" << endpoints->port << std::endl;
-  std::cout << "deeplab-worker: metrics " << host << ":" << endpoints->metrics_port << "/metrics"
-            << std::endl;
+  std::cout << "deeplab-worker: metrics " << server_options.metrics_host << ":"
+            << endpoints->metrics_port << "/metrics" << std::endl;
+  if (tls.enabled()) {
+    std::cout << "deeplab-worker: TLS on"
+              << (tls.client_ca_file.empty() ? "" : ", client certificates required") << std::endl;
+  }
 
   // Status answers while the weight sets load; health turns SERVING only after.
   if (absl::Status s = engine.LoadRepository(absl::GetFlag(FLAGS_models), absl::GetFlag(FLAGS_load));
