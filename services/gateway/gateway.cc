@@ -81,6 +81,8 @@ struct Gateway::BatchCall {
   absl::Time start;
   // Set before the context is cancelled because the worker stopped answering.
   std::atomic<bool> worker_unresponsive{false};
+  // The per-attempt limit, when it comes before every request's own deadline.
+  absl::Time attempt_deadline = absl::InfiniteFuture();
 };
 
 Gateway::Gateway(GatewayOptions options, GatewayMetrics* metrics)
@@ -336,8 +338,23 @@ void Gateway::Dispatch(scheduler::Batch batch) {
     Kick();
     return;
   }
-  if (latest < absl::InfiniteFuture()) call->context.set_deadline(absl::ToChronoTime(latest));
   call->start = absl::Now();
+  if (options_.attempt_timeout_factor > 0) {
+    int cost = 0;
+    for (const scheduler::Task& task : call->tasks) cost += task.cost;
+    // Before any batch of the weight set finished, min_attempt_timeout per cost unit (a
+    // tiled slide's first batch may be long).
+    const double per_unit = load_->Load(call->model, 0).seconds_per_unit;
+    const absl::Duration limit = std::max(
+        options_.min_attempt_timeout,
+        per_unit > 0 ? absl::Seconds(options_.attempt_timeout_factor * per_unit * cost)
+                     : options_.min_attempt_timeout * cost);
+    if (call->start + limit < latest) {
+      call->attempt_deadline = call->start + limit;
+      latest = call->attempt_deadline;
+    }
+  }
+  if (latest < absl::InfiniteFuture()) call->context.set_deadline(absl::ToChronoTime(latest));
   {
     absl::MutexLock lock(&mu_);
     in_flight_.emplace(call->worker, call);
@@ -379,6 +396,17 @@ void Gateway::OnBatchDone(std::shared_ptr<BatchCall> call, grpc::Status status) 
   if (call->worker_unresponsive && !status.ok()) {
     status = grpc::Status(grpc::StatusCode::CANCELLED,
                           absl::StrCat("worker ", call->worker, " stopped answering"));
+  }
+  if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED &&
+      call->attempt_deadline < absl::InfiniteFuture()) {
+    // The per-attempt limit, not the requests' deadlines: the worker is stuck on it.
+    status = grpc::Status(
+        grpc::StatusCode::ABORTED,
+        absl::StrCat("worker ", call->worker, " did not answer a batch within ",
+                     absl::FormatDuration(call->attempt_deadline - call->start),
+                     " (the per-attempt limit: --attempt-timeout-factor times the measured "
+                     "service time, at least --min-attempt-timeout)"));
+    LogLine("deeplab-gateway", absl::StrCat(status.error_message(), "; re-sending it elsewhere"));
   }
   const absl::Time now = absl::Now();
   const double compute = absl::ToDoubleSeconds(now - call->start);

@@ -35,6 +35,13 @@ struct GatewayOptions {
   WorkerPoolOptions pool;
   // Runs a request may take part in before it is answered UNAVAILABLE (see scheduler.h).
   int max_attempts = 3;
+  // A batch on a worker that takes longer than attempt_timeout_factor times the weight set's
+  // measured service time for its cost (at least min_attempt_timeout; before any batch of
+  // the weight set finished, min_attempt_timeout per cost unit) is cancelled and runs
+  // elsewhere: a worker that answers its health polls but not its Infer calls keeps no
+  // request. Factor 0: no limit.
+  double attempt_timeout_factor = 10;
+  absl::Duration min_attempt_timeout = absl::Seconds(30);
   // What the workers_needed metric plans for (validated by main).
   scheduler::LoadEstimatorOptions autoscale;
   // Bytes of images that accepted, unanswered requests may hold together; a request that

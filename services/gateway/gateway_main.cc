@@ -51,6 +51,12 @@ ABSL_FLAG(absl::Duration, status_interval, absl::Seconds(1), "How often workers 
 ABSL_FLAG(absl::Duration, resolve_interval, absl::Seconds(5),
           "How often a dns:/// worker name is resolved again");
 ABSL_FLAG(int, max_attempts, 3, "Workers a request may fail on before it is answered UNAVAILABLE");
+ABSL_FLAG(double, attempt_timeout_factor, 10,
+          "A batch on a worker taking over this many times the weight set's measured service "
+          "time runs elsewhere (the worker is marked failed); 0: no per-attempt limit");
+ABSL_FLAG(absl::Duration, min_attempt_timeout, absl::Seconds(30),
+          "The per-attempt limit's floor; before any batch of the weight set has finished, the "
+          "limit per cost unit (image or tile)");
 ABSL_FLAG(absl::Duration, autoscale_queue_target, absl::Seconds(1),
           "Queue time that deeplab_gateway_worker_demand and workers_needed plan for");
 ABSL_FLAG(double, autoscale_utilization, 0.8,
@@ -102,6 +108,13 @@ int Run() {
   options.max_image_bytes = max_image_bytes;
   options.max_inflight_bytes = max_inflight_mb << 20;
   options.max_attempts = absl::GetFlag(FLAGS_max_attempts);
+  options.attempt_timeout_factor = absl::GetFlag(FLAGS_attempt_timeout_factor);
+  options.min_attempt_timeout = absl::GetFlag(FLAGS_min_attempt_timeout);
+  if (options.attempt_timeout_factor < 0 || options.min_attempt_timeout <= absl::ZeroDuration()) {
+    std::cerr << "deeplab-gateway: --attempt-timeout-factor must be at least 0 and "
+                 "--min-attempt-timeout positive\n";
+    return 2;
+  }
   if (auto targets = deeplab::ParseWorkerTargets(options.pool.workers); !targets.ok()) {
     std::cerr << "deeplab-gateway: --workers: " << targets.status().message() << "\n";
     return 2;

@@ -18,6 +18,7 @@
 
 #include "common/image_codec.h"
 #include "deeplab/v1/segmentation.grpc.pb.h"
+#include "deeplab/v1/worker.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "tests/integration/cluster.h"
 
@@ -264,6 +265,90 @@ TEST_F(GatewayProcessTest, BatchesOfAHungWorkerRunElsewhere) {
   EXPECT_EQ(MetricValue(metrics, "deeplab_gateway_requests_total{code=\"OK\",model=\"colour\"}"),
             kRequests);
   w1.process.Signal(SIGCONT);
+}
+
+// A worker that answers its Status polls but never its Infer calls (a stuck forward thread).
+// It reports what a real worker reports, so the gateway sends it batches.
+class StuckWorker final : public v1::Worker::Service {
+ public:
+  explicit StuckWorker(std::shared_ptr<grpc::Channel> real) : real_(v1::Worker::NewStub(real)) {}
+  grpc::Status Status(grpc::ServerContext*, const v1::StatusRequest* request,
+                      v1::StatusResponse* response) override {
+    grpc::ClientContext ctx;
+    return real_->Status(&ctx, *request, response);
+  }
+  grpc::Status Infer(grpc::ServerContext* context, const v1::InferRequest*,
+                     v1::InferResponse*) override {
+    ++calls;
+    // Polling the call's own cancellation: nothing else would wake this handler.
+    while (!context->IsCancelled()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return grpc::Status::CANCELLED;
+  }
+  std::atomic<int> calls{0};
+
+ private:
+  std::unique_ptr<v1::Worker::Stub> real_;
+};
+
+// Its batches are re-sent once they take longer than the per-attempt limit: before any
+// batch finished, --min-attempt-timeout per request; then 10 times the measured service
+// time, at least --min-attempt-timeout. Before, they waited for the requests' deadlines and
+// failed DEADLINE_EXCEEDED.
+TEST_F(GatewayProcessTest, BatchesOfAWorkerStuckInInferRunElsewhere) {
+  Server real = StartWorker(*repo_);
+  StuckWorker stuck(real.channel);
+  grpc::ServerBuilder builder;
+  int port = 0;
+  // "127.0.0.10:..." sorts before "127.0.0.1:...", and the scheduler gives ties to the
+  // earlier name: the stuck worker gets the first batch whenever both are idle.
+  builder.AddListeningPort("127.0.0.10:0", grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&stuck);
+  std::unique_ptr<grpc::Server> stuck_server = builder.BuildAndStart();
+  ASSERT_NE(port, 0);
+  const std::string stuck_address = "127.0.0.10:" + std::to_string(port);
+  Server gw = StartGateway(stuck_address + "," + real.grpc_address,
+                           {"--min-attempt-timeout", "2s"});
+  ASSERT_TRUE(WaitServing(gw.channel, absl::Seconds(30)));
+  auto stub = v1::Segmentation::NewStub(gw.channel);
+  ASSERT_TRUE(WaitModelReady(*stub, "colour", absl::Seconds(60)));
+  const std::string image = BandsPng(30, 90);
+  {
+    // Alone, so unmeasured its limit is 2 s; afterwards the service time is measured.
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    v1::SegmentResponse resp;
+    ASSERT_TRUE(stub->Segment(&ctx, Request("colour", image), &resp).ok());
+  }
+  // The stuck worker was marked failed; it is back once its next Status poll succeeds.
+  const absl::Time until = absl::Now() + absl::Seconds(15);
+  while (MetricValue(Scrape(gw.metrics_address), "deeplab_gateway_workers{state=\"healthy\"}") < 2 &&
+         absl::Now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+
+  constexpr int kRequests = 8;
+  std::vector<std::future<std::pair<grpc::Status, v1::SegmentResponse>>> calls;
+  for (int i = 0; i < kRequests; ++i) {
+    calls.push_back(std::async(std::launch::async, [&, i] {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+      v1::SegmentResponse resp;
+      grpc::Status s = stub->Segment(&ctx, Request("colour", image, "s" + std::to_string(i)), &resp);
+      return std::make_pair(s, resp);
+    }));
+  }
+  for (int i = 0; i < kRequests; ++i) {
+    auto [status, resp] = calls[i].get();
+    EXPECT_TRUE(status.ok()) << i << ": " << status.error_code() << " " << status.error_message();
+    EXPECT_EQ(resp.request_id(), "s" + std::to_string(i));
+    EXPECT_EQ(resp.timing().worker(), real.grpc_address);
+  }
+  EXPECT_GE(stuck.calls.load(), 2) << "the stuck worker should have had the first request's "
+                                       "batch and one of the burst's";
+  EXPECT_EQ(MetricValue(Scrape(gw.metrics_address),
+                        "deeplab_gateway_requests_total{code=\"OK\",model=\"colour\"}"),
+            kRequests + 1);
+  stuck_server->Shutdown(std::chrono::system_clock::now());
 }
 
 TEST_F(GatewayProcessTest, ErrorsStreamsAndListModels) {
