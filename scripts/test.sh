@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, builds with warnings as errors, runs every
 # test with ctest, then (unless --quick) rebuilds under AddressSanitizer and
-# UndefinedBehaviorSanitizer and runs the tests again, and builds the scheduler tests under
-# ThreadSanitizer.
+# UndefinedBehaviorSanitizer and runs the tests again, builds the scheduler tests under
+# ThreadSanitizer, and fuzzes the readers of untrusted bytes for about a minute
+# (scripts/fuzz.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=0
@@ -32,4 +33,9 @@ if [ $quick -eq 0 ]; then
     >build-tsan/configure.log 2>&1 || { cat build-tsan/configure.log; exit 1; }
   cmake --build build-tsan --target scheduler_test -j "${JOBS:-2}"
   TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 build-tsan/tests/scheduler/scheduler_test
+
+  # Every reader of untrusted bytes (images, raw pixels, config.pbtxt, checkpoints, Keras
+  # HDF5) under libFuzzer for about a minute in all; see scripts/fuzz.sh.
+  echo "== fuzzing (libFuzzer, ASan/UBSan)"
+  bash scripts/fuzz.sh
 fi

@@ -146,6 +146,103 @@ TEST(KerasImportTest, NotAnHdf5File) {
   std::filesystem::remove_all(dir);
 }
 
+// Writes a string-array attribute: fixed-length ASCII, as Keras stores names, or
+// variable-length UTF-8, as h5py stores a list of str.
+void WriteStrings(hid_t object, const char* name, const std::vector<std::string>& values,
+                  bool variable_utf8) {
+  const hsize_t count = values.size();
+  const hid_t space = H5Screate_simple(1, &count, nullptr);
+  const hid_t type = H5Tcopy(H5T_C_S1);
+  std::vector<const char*> pointers;
+  std::string fixed;
+  const void* data;
+  if (variable_utf8) {
+    H5Tset_size(type, H5T_VARIABLE);
+    H5Tset_cset(type, H5T_CSET_UTF8);
+    for (const std::string& v : values) pointers.push_back(v.c_str());
+    data = pointers.data();
+  } else {
+    size_t size = 1;
+    for (const std::string& v : values) size = std::max(size, v.size());
+    H5Tset_size(type, size);
+    H5Tset_strpad(type, H5T_STR_NULLPAD);
+    for (const std::string& v : values) fixed += v + std::string(size - v.size(), '\0');
+    data = fixed.data();
+  }
+  const hid_t attr = H5Acreate2(object, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
+  ASSERT_GE(H5Awrite(attr, type, data), 0);
+  H5Aclose(attr);
+  H5Tclose(type);
+  H5Sclose(space);
+}
+
+// A Keras file whose one layer, Conv_BN, holds one dataset, gamma, of size `dims`: written
+// from `values`, or chunked and left unwritten when `values` is empty (a valid HDF5 file of
+// about 1 KB whatever the size).
+void WriteConvBnGamma(const std::string& path, const std::vector<hsize_t>& dims,
+                      const std::vector<float>& values, bool variable_utf8) {
+  const hid_t file = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  WriteStrings(file, "layer_names", {"Conv_BN"}, variable_utf8);
+  const hid_t group = H5Gcreate2(file, "Conv_BN", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  WriteStrings(group, "weight_names", {"Conv_BN/gamma:0"}, variable_utf8);
+  const hid_t links = H5Pcreate(H5P_LINK_CREATE);
+  H5Pset_create_intermediate_group(links, 1);
+  const hid_t layout = H5Pcreate(H5P_DATASET_CREATE);
+  if (values.empty()) {
+    const std::vector<hsize_t> chunk(dims.size(), 1);
+    H5Pset_chunk(layout, static_cast<int>(chunk.size()), chunk.data());
+  }
+  const hid_t space = H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr);
+  const hid_t dataset =
+      H5Dcreate2(group, "Conv_BN/gamma:0", H5T_IEEE_F32LE, space, links, layout, H5P_DEFAULT);
+  ASSERT_GE(dataset, 0);
+  if (!values.empty()) {
+    ASSERT_GE(H5Dwrite(dataset, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data()), 0);
+  }
+  H5Dclose(dataset);
+  H5Sclose(space);
+  H5Pclose(layout);
+  H5Pclose(links);
+  H5Gclose(group);
+  H5Fclose(file);
+}
+
+// Found with tests/fuzz/keras_h5_fuzzer: HDF5 converts no string between character sets, so
+// names h5py stored as variable-length UTF-8 could not be read ("cannot read attribute").
+TEST(KerasImportTest, VariableLengthUtf8NamesAreRead) {
+  const std::string dir = TempDir("keras_utf8");
+  const std::string path = dir + "/utf8.h5";
+  const std::vector<float> gamma = testing::PortableUniform(32, 3);
+  WriteConvBnGamma(path, {32}, gamma, /*variable_utf8=*/true);
+  DeepLabV3Plus model = Build(Spec("mobilenetv2", 21));
+  absl::Status status = LoadKerasH5(path, model);
+  // The one layer loads; the file lacks all the others.
+  EXPECT_THAT(std::string(status.message()), HasSubstr("missing tensor"));
+  EXPECT_TRUE(
+      torch::equal(model->named_parameters()["backbone.Conv_BN.weight"], torch::tensor(gamma)));
+  std::filesystem::remove_all(dir);
+}
+
+// Found with tests/fuzz/keras_h5_fuzzer: the values were allocated for the size the file
+// states before that size was compared with the model's, so a 1 KB file asked for 4 TiB
+// (std::bad_alloc escaped the loader), and 2^32 x 2^32 wrapped the element count to 0 (a
+// zero-size buffer handed to H5Dread).
+TEST(KerasImportTest, HugeDimensionsAreRefusedBeforeAnyAllocation) {
+  const std::string dir = TempDir("keras_huge");
+  DeepLabV3Plus model = Build(Spec("mobilenetv2", 21));
+  const hsize_t two_32 = hsize_t{1} << 32;
+  for (const std::vector<hsize_t>& dims :
+       {std::vector<hsize_t>{hsize_t{1} << 40}, std::vector<hsize_t>{two_32, two_32}}) {
+    const std::string path = dir + "/huge.h5";
+    WriteConvBnGamma(path, dims, {}, /*variable_utf8=*/false);
+    absl::Status status = LoadKerasH5(path, model);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+    EXPECT_THAT(std::string(status.message()), HasSubstr("mis-shaped tensor 'Conv_BN/gamma'"));
+    EXPECT_THAT(std::string(status.message()), HasSubstr("needs (32)"));
+  }
+  std::filesystem::remove_all(dir);
+}
+
 TEST(NativeCheckpointTest, RoundTripsBitExactly) {
   const std::string dir = TempDir("native");
   const std::string path = dir + "/model.dlck";
@@ -199,6 +296,49 @@ TEST(NativeCheckpointTest, RoundTripsBitExactly) {
   std::ofstream(dir + "/junk.dlck") << "junk junk junk junk";
   EXPECT_THAT(std::string(LoadNativeCheckpoint(dir + "/junk.dlck", copy).message()),
               HasSubstr("not a deeplab-serve native checkpoint"));
+  std::filesystem::remove_all(dir);
+}
+
+// Found with tests/fuzz/native_checkpoint_fuzzer: a tensor offset near 2^64 made the bounds
+// check's sum wrap around, so the check passed and the load formed a pointer that wrapped
+// too (undefined behaviour; in practice it read the file's own first bytes as weights).
+TEST(NativeCheckpointTest, OffsetThatWrapsAroundIsRefused) {
+  const std::string dir = TempDir("native_wrap");
+  const std::string path = dir + "/wrap.dlck";
+  DeepLabV3Plus model = Build(Spec("mobilenetv2", 7, 0, 0.5));
+  // The smallest tensor: the wrap needs nbytes below the offset of the data.
+  std::string name;
+  torch::Tensor smallest;
+  for (const auto& p : model->named_parameters()) {
+    if (!smallest.defined() || p.value().nbytes() < smallest.nbytes()) {
+      name = p.key();
+      smallest = p.value();
+    }
+  }
+  v1::CheckpointHeader header;
+  *header.mutable_architecture() = ModelSpecToProto(model->spec());
+  v1::CheckpointTensor* tensor = header.add_tensors();
+  tensor->set_name(name);
+  tensor->set_dtype("float32");
+  for (int64_t d : smallest.sizes()) tensor->add_shape(d);
+  tensor->set_nbytes(smallest.nbytes());
+  tensor->set_offset(~uint64_t{0});  // a 10-byte varint, as the offset set below
+  const uint64_t header_size = header.ByteSizeLong();
+  const uint64_t data_start = (16 + header_size + 63) / 64 * 64;
+  tensor->set_offset(uint64_t{0} - data_start);  // data_start + offset == 0 (mod 2^64)
+  ASSERT_EQ(header.ByteSizeLong(), header_size);
+  {
+    std::ofstream out(path, std::ios::binary);
+    out.write("DLCKPT01", 8);
+    out.write(reinterpret_cast<const char*>(&header_size), sizeof(header_size));
+    out << header.SerializeAsString();
+    out << std::string(data_start - 16 - header_size + smallest.nbytes(), '\0');
+  }
+  for (const absl::Status& status :
+       {ReadNativeCheckpointHeader(path).status(), LoadNativeCheckpoint(path, model)}) {
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+    EXPECT_THAT(std::string(status.message()), HasSubstr(name + " runs past the end"));
+  }
   std::filesystem::remove_all(dir);
 }
 

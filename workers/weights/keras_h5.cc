@@ -53,10 +53,14 @@ absl::StatusOr<std::optional<std::vector<std::string>>> ReadStringsAttribute(
   if (H5Tget_class(type.get()) != H5T_STRING) {
     return absl::InvalidArgumentError(absl::StrCat("attribute '", name, "' is not a string array"));
   }
+  // HDF5 converts no string between character sets, and h5py writes a str as UTF-8: the
+  // memory type takes the file's (ASCII or UTF-8; the bytes are kept as they are either way).
+  const H5T_cset_t cset = H5Tget_cset(type.get());
   if (H5Tis_variable_str(type.get()) > 0) {
     std::vector<char*> buffer(count, nullptr);
     Handle mem(H5Tcopy(H5T_C_S1), H5Tclose);
     H5Tset_size(mem.get(), H5T_VARIABLE);
+    H5Tset_cset(mem.get(), cset);
     if (H5Aread(attr.get(), mem.get(), buffer.data()) < 0) {
       return absl::DataLossError(absl::StrCat("cannot read attribute '", name, "'"));
     }
@@ -68,6 +72,7 @@ absl::StatusOr<std::optional<std::vector<std::string>>> ReadStringsAttribute(
     Handle mem(H5Tcopy(H5T_C_S1), H5Tclose);
     H5Tset_size(mem.get(), size);
     H5Tset_strpad(mem.get(), H5T_STR_NULLPAD);
+    H5Tset_cset(mem.get(), cset);
     if (H5Aread(attr.get(), mem.get(), buffer.data()) < 0) {
       return absl::DataLossError(absl::StrCat("cannot read attribute '", name, "'"));
     }
@@ -104,7 +109,11 @@ struct FileTensor {
   std::vector<float> values;
 };
 
-absl::StatusOr<FileTensor> ReadDataset(hid_t group, const std::string& path) {
+// Reads the values only when the dataset has the shape `want`; otherwise returns the shape
+// alone, for the caller's error. A file's dimensions are not to be trusted before that check:
+// a chunked dataset with no chunks written can claim 2^40 elements in a file of 1 KB.
+absl::StatusOr<FileTensor> ReadDataset(hid_t group, const std::string& path,
+                                       const std::vector<int64_t>& want) {
   Handle dataset(H5Dopen2(group, path.c_str(), H5P_DEFAULT), H5Dclose);
   if (!dataset.ok()) return absl::NotFoundError("dataset listed in weight_names is absent");
   Handle space(H5Dget_space(dataset.get()), H5Sclose);
@@ -118,6 +127,7 @@ absl::StatusOr<FileTensor> ReadDataset(hid_t group, const std::string& path) {
     tensor.shape.push_back(static_cast<int64_t>(d));
     count *= d;
   }
+  if (tensor.shape != want) return tensor;
   tensor.values.resize(count);
   // HDF5 converts float16/float64 datasets to float32 on read.
   if (H5Dread(dataset.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT,
@@ -228,7 +238,7 @@ absl::Status LoadKerasH5(const std::string& path, DeepLabV3Plus& model) {
             " network has no such weight (wrong --arch, --classes, --alpha or --logits-layer?)"));
       }
       const KerasWeightRef& ref = weight_map.at(target->second);
-      auto tensor = ReadDataset(group.get(), weight_name);
+      auto tensor = ReadDataset(group.get(), weight_name, ref.keras_shape);
       if (!tensor.ok()) {
         return absl::InvalidArgumentError(
             absl::StrCat("tensor ", label, ": ", tensor.status().message(), where));

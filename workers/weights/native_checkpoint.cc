@@ -97,13 +97,14 @@ absl::StatusOr<v1::CheckpointHeader> ParseHeader(const MappedFile& file, const s
     return absl::InvalidArgumentError(absl::StrCat(where, " has a corrupt header"));
   }
   *data_start = AlignUp(16 + header_size);
+  // Compared by subtraction: offset and nbytes are the file's, and a sum could wrap around.
+  const uint64_t data_size = file.size() > *data_start ? file.size() - *data_start : 0;
   for (const auto& t : header.tensors()) {
     if (t.dtype() != "float32") {
       return absl::InvalidArgumentError(
           absl::StrCat(where, ": tensor ", t.name(), " has unsupported dtype ", t.dtype()));
     }
-    if (*data_start + t.offset() + t.nbytes() > file.size() ||
-        t.offset() + t.nbytes() < t.offset()) {
+    if (t.offset() > data_size || t.nbytes() > data_size - t.offset()) {
       return absl::InvalidArgumentError(
           absl::StrCat(where, " is truncated: tensor ", t.name(), " runs past the end"));
     }
