@@ -1,35 +1,39 @@
 #!/usr/bin/env bash
 # Offline checks of the deployment files, no cluster needed:
 #   1. deploy/k8s/base/model-configs is in step with models/*/config.pbtxt;
-#   2. every overlay builds with `kubectl kustomize`, alone and with every combination of
-#      the components in deploy/k8s/components (listed in the overlay's `components:`,
-#      as a user would);
+#   2. every overlay builds with `kubectl kustomize`, with the components it lists itself
+#      and with every combination of the other components in deploy/k8s/components
+#      (added to the overlay's `components:`, as a user would);
 #   3. every object of every build is valid against its API schema (unknown fields
 #      refused), and the builds hang together (deploy/validate/validate.mjs says what is
 #      checked), using the npm packages pinned in deploy/validate/package-lock.json;
 #   4. deploy/prometheus/check.sh, when there is one.
 #
-# Usage: deploy/validate.sh [--gateway BINARY] [--worker BINARY] [--keep DIR]
+# Usage: deploy/validate.sh [--gateway BINARY] [--worker BINARY] [--keep DIR] [--only LIST]
 #   --gateway, --worker  also check that every flag the manifests give the containers is
 #                        one these binaries know (from their --helpfull)
 #   --keep DIR           also write the builds into DIR
+#   --only LIST          only these builds, comma-separated names as printed (cpu,
+#                        gpu+keda, ...): quicker, for tests that break one thing at a time
 # Exit status: 0 valid, 1 something is wrong, 2 usage error, 77 skipped (no kubectl,
 # or no node/npm for step 3).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 keep=""
+only=""
 while [ $# -gt 0 ]; do
   case "$1" in
-    --keep|--gateway|--worker)
+    --keep|--gateway|--worker|--only)
       [ $# -ge 2 ] && [ -n "$2" ] || { echo "validate.sh: $1 needs a value" >&2; exit 2; }
       case "$1" in
         --keep) keep=$2 ;;
+        --only) only=$2 ;;
         --gateway) export DEEPLAB_GATEWAY_BINARY=$2 ;;
         --worker) export DEEPLAB_WORKER_BINARY=$2 ;;
       esac
       shift 2 ;;
-    -h|--help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "validate.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -82,25 +86,38 @@ finish() {
 
 for overlay_dir in "$here"/k8s/overlays/*/; do
   overlay=$(basename "$overlay_dir")
-  if grep -q '^components:' "$overlay_dir/kustomization.yaml"; then
-    # Components chosen by hand: build what is there, combinations would repeat them.
-    echo "note: overlays/$overlay lists components itself; building it as it is"
-    build "$overlay" "$tmp/k8s/overlays/$overlay"
-    continue
-  fi
-  for ((mask = 0; mask < (1 << ${#components[@]}); mask++)); do
+  kustomization="$overlay_dir/kustomization.yaml"
+  # What the overlay lists itself (uncommented entries) is in each of its builds; the
+  # other components are added in every combination, at the same indentation.
+  listed=" $(sed -nE 's#^[[:space:]]*-[[:space:]]+\.\./\.\./components/([^/[:space:]]+)/?([[:space:]].*)?$#\1#p' "$kustomization" | tr '\n' ' ')"
+  indent=$(sed -nE 's#^([[:space:]]*)-[[:space:]]+\.\./\.\./components/.*#\1#p' "$kustomization" | head -n1)
+  others=()
+  for component in "${components[@]}"; do
+    [[ "$listed" == *" $component "* ]] || others+=("$component")
+  done
+  for ((mask = 0; mask < (1 << ${#others[@]}); mask++)); do
     name=$overlay chosen=()
-    for i in "${!components[@]}"; do
-      if (( mask & (1 << i) )); then chosen+=("${components[$i]}"); name+="+${components[$i]}"; fi
+    for i in "${!others[@]}"; do
+      if (( mask & (1 << i) )); then chosen+=("${others[$i]}"); name+="+${others[$i]}"; fi
     done
+    [ -z "$only" ] || [[ ",$only," == *",$name,"* ]] || continue
     variant="$tmp/k8s/overlays/$overlay.variant$mask"
     cp -r "$tmp/k8s/overlays/$overlay" "$variant"
     if [ ${#chosen[@]} -gt 0 ]; then
-      { echo; echo "components:"; printf '  - ../../components/%s\n' "${chosen[@]}"; } >> "$variant/kustomization.yaml"
+      extra=""
+      for component in "${chosen[@]}"; do extra+="${indent:-  }- ../../components/$component"$'\n'; done
+      if grep -q '^components:' "$variant/kustomization.yaml"; then
+        EXTRA=$extra perl -0pi -e 's/^components:\n/components:\n$ENV{EXTRA}/m' "$variant/kustomization.yaml"
+      else
+        printf '\ncomponents:\n%s' "$extra" >> "$variant/kustomization.yaml"
+      fi
     fi
     build "$name" "$variant"
   done
 done
+if [ -n "$only" ] && [ ${#names[@]} -eq 0 ]; then
+  echo "validate.sh: --only $only names no build" >&2; exit 2
+fi
 finish
 echo "kubectl kustomize: ${#names[@]} builds$([ $failed -eq 0 ] || echo ', some failed')"
 built=()

@@ -2,7 +2,8 @@
 // cluster: every object against its API schema, with unknown fields refused the way the
 // API server's strict field validation refuses them, then the cross-object facts no
 // schema knows (selectors that match, ports that exist, names the gateway resolves,
-// grace periods that outlast the drain...).
+// grace periods that outlast the drain, TLS that both ends of a connection agree on, a
+// NetworkPolicy that lets only the gateways reach the workers...).
 //
 // Usage: node validate.mjs [FILE.yaml...] [--schema-only FILE.yaml...]
 //   Each file before --schema-only is one build of an overlay (its name labels errors) and
@@ -93,6 +94,21 @@ function selectorOf(o) {
   return o.spec?.selector?.matchLabels ?? o.spec?.selector ?? {};
 }
 
+// A metav1.LabelSelector as the API server reads it: {} selects everything.
+function labelSelectorMatches(selector, labels) {
+  const have = labels ?? {};
+  if (!Object.entries(selector?.matchLabels ?? {}).every(([k, v]) => have[k] === v)) return false;
+  return (selector?.matchExpressions ?? []).every(({ key, operator, values }) => {
+    switch (operator) {
+      case "In": return key in have && (values ?? []).includes(have[key]);
+      case "NotIn": return !(key in have) || !(values ?? []).includes(have[key]);
+      case "Exists": return key in have;
+      case "DoesNotExist": return !(key in have);
+      default: return false;
+    }
+  });
+}
+
 // Go-style durations as absl prints and parses them: 60s, 1m30s, 500ms, 1h.
 function seconds(text) {
   const re = /(\d+(?:\.\d+)?)(ms|h|m|s)/g;
@@ -105,13 +121,15 @@ function seconds(text) {
   return consumed === text && text !== "" ? total : NaN;
 }
 
+// The value of --name=VALUE in args; the last one, as absl takes it.
 function flag(args, name) {
+  let value;
   for (const arg of args ?? []) {
     for (const spelling of [name, name.replaceAll("-", "_")]) {
-      if (arg.startsWith(`--${spelling}=`)) return arg.slice(spelling.length + 3);
+      if (arg.startsWith(`--${spelling}=`)) value = arg.slice(spelling.length + 3);
     }
   }
-  return undefined;
+  return value;
 }
 
 function allContainers(pod) {
@@ -152,6 +170,41 @@ const KNOWN_FLAGS = {
   "prepare_models.sh": scriptFlags(PREPARE_MODELS),
 };
 
+// The images' ENTRYPOINTs (deploy/docker), by image name: what a container without a
+// `command` runs, its args appended.
+function imageEntrypoints() {
+  const out = {};
+  const files = [
+    ["Dockerfile", { gateway: "deeplab-gateway", worker: "deeplab-worker" }],
+    ["Dockerfile.cuda", { worker: "deeplab-worker-cuda" }],
+  ];
+  for (const [file, images] of files) {
+    let text;
+    try {
+      text = readFileSync(fileURLToPath(new URL(`../docker/${file}`, import.meta.url)), "utf8");
+    } catch {
+      continue;
+    }
+    let stage = null;
+    for (const line of text.split("\n")) {
+      const from = /^FROM\s+\S+(?:\s+AS\s+(\S+))?/i.exec(line);
+      if (from) stage = from[1] ?? null;
+      const entrypoint = /^ENTRYPOINT\s+(\[.*\])\s*$/.exec(line);
+      if (entrypoint && images[stage]) out[images[stage]] = JSON.parse(entrypoint[1]);
+    }
+  }
+  return out;
+}
+const ENTRYPOINTS = imageEntrypoints();
+const imageName = (image) => (image ?? "").split("/").pop().split(/[:@]/)[0];
+
+// What the deployment's Secrets must be documented in: how to create each, what each key holds.
+const README_PATH = fileURLToPath(new URL("../k8s/README.md", import.meta.url));
+let README = null;
+try {
+  README = readFileSync(README_PATH, "utf8");
+} catch {}
+
 function programOf(pod, container) {
   if ((container.command ?? []).some((word) => word.endsWith("/prepare_models.sh"))) return "prepare_models.sh";
   return binaryOf(pod, container);
@@ -159,6 +212,18 @@ function programOf(pod, container) {
 
 const DEFAULT_PORTS = { gateway: { grpc: 8000, metrics: 9100 }, worker: { grpc: 8001, metrics: 9101 } };
 const DEFAULT_DRAIN_SECONDS = 60;
+// The servers' --host default; in a pod only every interface is reachable from outside it.
+const DEFAULT_HOST = "127.0.0.1";
+const ALL_INTERFACES = ["0.0.0.0", "::", "[::]"];
+// Flags naming files the servers read (certificates, keys, tokens).
+const FILE_FLAGS = ["tls-cert", "tls-key", "tls-client-ca", "worker-tls-ca", "worker-tls-cert", "worker-tls-key", "tokens-file"];
+// [a, b]: --a needs --b.
+const FLAG_NEEDS = [
+  ["tls-cert", "tls-key"], ["tls-key", "tls-cert"], ["tls-client-ca", "tls-cert"],
+  ["worker-tls-cert", "worker-tls-key"], ["worker-tls-key", "worker-tls-cert"],
+  ["worker-tls-cert", "worker-tls-ca"], ["worker-tls-server-name", "worker-tls-ca"],
+];
+const PROBE_HANDLERS = ["exec", "httpGet", "tcpSocket", "grpc"];
 const VOLUME_SOURCES = [
   "emptyDir", "configMap", "secret", "persistentVolumeClaim", "projected", "hostPath",
   "downwardAPI", "ephemeral", "csi", "nfs", "image",
@@ -170,6 +235,25 @@ function semanticProblems(objects) {
   const ofKind = (kind) => objects.filter((o) => o.kind === kind);
   const named = (kind, name) => objects.find((o) => o.kind === kind && o.metadata?.name === name);
   const deployments = ofKind("Deployment");
+  // Each container's command line, command (or the image's entrypoint) and args, with
+  // $(VAR) replaced: the gateway's checks below read the workers'.
+  const commandLines = new Map();
+  const given = (args, name) => {
+    const value = flag(args, name);
+    return value === "" ? undefined : value;
+  };
+  // Secrets the pods read: name -> {keys, users}, for the README check at the end.
+  const secretsRead = new Map();
+  const readsSecret = (name, key, user) => {
+    if (!secretsRead.has(name)) secretsRead.set(name, { keys: new Set(), users: new Set() });
+    if (key !== undefined) secretsRead.get(name).keys.add(key);
+    secretsRead.get(name).users.add(user);
+  };
+  for (const o of objects) {
+    if (o.kind === "Secret" && (o.data || o.stringData)) {
+      report(o, "holds keys: keep them out of the repository and create the Secret in the cluster (deploy/k8s/README.md)");
+    }
+  }
 
   // Names are unique per kind, and every namespaced object is in the overlay's namespace.
   const seen = new Set();
@@ -214,6 +298,12 @@ function semanticProblems(objects) {
       if (v.persistentVolumeClaim && !named("PersistentVolumeClaim", v.persistentVolumeClaim.claimName)) {
         report(d, `volume ${v.name}: no PersistentVolumeClaim ${v.persistentVolumeClaim.claimName}`);
       }
+      for (const secret of [v.secret, ...(v.projected?.sources ?? []).map((source) => source.secret)]) {
+        if (!secret) continue;
+        const name = secret.secretName ?? secret.name;
+        readsSecret(name, undefined, `${id(d)} volume ${v.name}`);
+        for (const item of secret.items ?? []) readsSecret(name, item.key, `${id(d)} volume ${v.name}`);
+      }
     }
     const podSecurity = pod.securityContext ?? {};
     for (const c of allContainers(pod)) {
@@ -222,24 +312,39 @@ function semanticProblems(objects) {
       const env = new Map();
       for (const e of c.env ?? []) {
         const ref = e.valueFrom?.configMapKeyRef;
+        const field = e.valueFrom?.fieldRef?.fieldPath;
+        const secretRef = e.valueFrom?.secretKeyRef;
         if (ref) {
           const cm = named("ConfigMap", ref.name);
           if (!cm) report(d, `${where}: env ${e.name}: no ConfigMap ${ref.name}`);
           else if (!(ref.key in (cm.data ?? {}))) report(d, `${where}: env ${e.name}: ConfigMap ${ref.name} has no key ${ref.key}`);
           else env.set(e.name, cm.data[ref.key]);
+        } else if (field !== undefined) {
+          env.set(e.name, field === "metadata.namespace" ? d.metadata.namespace : `<${field}>`);
+        } else if (secretRef) {
+          readsSecret(secretRef.name, secretRef.key, `${id(d)} ${where} env ${e.name}`);
+          env.set(e.name, `<Secret ${secretRef.name}>`);
         } else if (e.value !== undefined) {
           env.set(e.name, e.value);
         }
       }
-      const args = (c.args ?? []).map((a) =>
+      for (const from of c.envFrom ?? []) {
+        if (from.secretRef) readsSecret(from.secretRef.name, undefined, `${id(d)} ${where} envFrom`);
+      }
+      // The command line as the kubelet starts it: `command` replaces the image's
+      // entrypoint (and the flags in it), args follow.
+      const binary = binaryOf(pod, c);
+      const entry = c.command ?? (binary ? ENTRYPOINTS[imageName(c.image)] : undefined) ?? [];
+      const args = [...entry.slice(1), ...(c.args ?? [])].map((a) =>
         a.replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (whole, name) => {
           if (!env.has(name)) report(d, `${where}: ${a} refers to $(${name}), which it does not define`);
           return env.get(name) ?? whole;
         }),
       );
+      commandLines.set(c, args);
       const program = programOf(pod, c);
       if (program && KNOWN_FLAGS[program]) {
-        for (const arg of c.args ?? []) {
+        for (const arg of [...(c.command ?? []).slice(1), ...(c.args ?? [])]) {
           const name = /^--([^=]+)/.exec(arg)?.[1];
           if (name && !KNOWN_FLAGS[program].has(name.replaceAll("-", "_"))) {
             report(d, `${where}: ${program} has no flag --${name}`);
@@ -261,20 +366,77 @@ function semanticProblems(objects) {
         report(d, `${where}: read-only root file system without a /tmp volume`);
       }
 
-      // Probes must point at ports the container declares (a grpc probe takes a number).
+      // Our binaries: TLS flags come in working sets, and every file they name is in a
+      // volume the process can read and the kubelet keeps up to date.
+      const tlsPort = binary !== null && given(args, "tls-cert") !== undefined;
+      if (binary) {
+        for (const [a, b] of FLAG_NEEDS) {
+          if (given(args, a) !== undefined && given(args, b) === undefined) report(d, `${where}: --${a} without --${b}`);
+        }
+        if (given(args, "tokens-file") !== undefined && !tlsPort) {
+          report(d, `${where}: --tokens-file on a plaintext gRPC port (no --tls-cert): every bearer token would cross the network readable`);
+        }
+        for (const name of FILE_FLAGS) {
+          const path = given(args, name);
+          if (path === undefined) continue;
+          const mount = [...mounts.values()]
+            .filter((m) => path === m.mountPath || path.startsWith(`${m.mountPath.replace(/\/$/, "")}/`))
+            .sort((a, b) => b.mountPath.length - a.mountPath.length)[0];
+          if (!mount) { report(d, `${where}: --${name}=${path} is not in a mounted volume`); continue; }
+          if (mount.subPath || mount.subPathExpr) {
+            report(d, `${where}: --${name}: volume ${mount.name} is mounted with subPath, whose files the kubelet never updates: a renewed Secret would not reach the process`);
+          }
+          const secret = volumes.get(mount.name)?.secret;
+          if (!secret) continue;
+          const file = path.slice(mount.mountPath.replace(/\/$/, "").length + 1);
+          const item = (secret.items ?? []).find((i) => i.path === file);
+          if (secret.items && !item) { report(d, `${where}: --${name}=${path}: volume ${mount.name} has no item ${file}`); continue; }
+          readsSecret(secret.secretName, item?.key ?? file, `${id(d)} ${where} --${name}`);
+          // Secret files belong to root, and to the fsGroup when the pod has one.
+          const mode = item?.mode ?? secret.defaultMode ?? 0o644;
+          const uid = sc.runAsUser ?? podSecurity.runAsUser;
+          const readable = uid === 0 || (mode & 0o004) !== 0 || ((mode & 0o040) !== 0 && podSecurity.fsGroup !== undefined);
+          if (!readable) {
+            report(d, `${where}: --${name}=${path} is mode 0${mode.toString(8)} in volume ${mount.name} with no fsGroup: user ${uid} cannot read it`);
+          }
+        }
+      }
+
+      // Probes: one handler each, on ports the container declares (a grpc probe takes a
+      // number), and none the kubelet cannot speak.
       const ports = c.ports ?? [];
       const portExists = (p) => ports.some((cp) => cp.containerPort === p || cp.name === p);
+      const grpcPort = binary && Number(flag(args, "port") ?? DEFAULT_PORTS[binary].grpc);
       for (const kind of ["startupProbe", "readinessProbe", "livenessProbe"]) {
         const probe = c[kind];
         if (!probe) continue;
+        const handlers = PROBE_HANDLERS.filter((h) => probe[h] !== undefined && probe[h] !== null);
+        if (handlers.length !== 1) {
+          report(d, `${where}: ${kind} has ${handlers.length} handlers (${handlers.join(", ")}); it needs exactly one`);
+        }
         const port = probe.grpc?.port ?? probe.tcpSocket?.port ?? probe.httpGet?.port;
         if (port !== undefined && !portExists(port)) report(d, `${where}: ${kind} port ${port} is not a container port`);
+        if (probe.grpc && tlsPort && probe.grpc.port === grpcPort) {
+          report(d, `${where}: ${kind} is a grpc probe on port ${grpcPort}, which speaks TLS only (--tls-cert): the kubelet's gRPC probe does not do TLS and would never pass`);
+        }
+        const command = (probe.exec?.command ?? []).join(" ");
+        for (const m of command.matchAll(/(?:127\.0\.0\.1|localhost|\[::1\]):(\d+)/g)) {
+          if (!portExists(Number(m[1]))) report(d, `${where}: ${kind} reads port ${m[1]}, which is not a container port`);
+        }
       }
 
-      // Our binaries: the ports they listen on are the ones declared, and they get the
-      // time they need to drain.
-      const binary = binaryOf(pod, c);
+      // Our binaries: they listen where the kubelet, Services and Prometheus reach them
+      // (the pod IP), on the ports declared, and they get the time they need to drain.
       if (binary) {
+        // --metrics-host defaults to --host.
+        const host = flag(args, "host") ?? DEFAULT_HOST;
+        const why = c.command && flag(args, "host") === undefined
+          ? " (its `command` replaces the image's entrypoint, --host=0.0.0.0 included)" : "";
+        for (const [name, value] of [["host", host], ["metrics-host", given(args, "metrics-host") ?? host]]) {
+          if (!ALL_INTERFACES.includes(value) && (name === "host" || value !== host)) {
+            report(d, `${where}: listens on ${value} (--${name})${name === "host" ? why : ""}: probes, Services and Prometheus reach the pod IP, so it must be 0.0.0.0`);
+          }
+        }
         for (const [portName, flagName] of [["grpc", "port"], ["metrics", "metrics-port"]]) {
           const listens = Number(flag(args, flagName) ?? DEFAULT_PORTS[binary][portName]);
           const declared = ports.find((p) => p.name === portName);
@@ -347,11 +509,82 @@ function semanticProblems(objects) {
     if (podsOf(selectorOf(pdb)).length === 0) report(pdb, "selector matches no Deployment's pods");
   }
 
+  // NetworkPolicies select pods that exist, on ports those pods have.
+  const podLabels = (d) => d.spec.template.metadata?.labels ?? {};
+  const namespaceLabels = (name) => ({
+    ...(named("Namespace", name)?.metadata?.labels ?? {}),
+    "kubernetes.io/metadata.name": name,
+  });
+  const policies = ofKind("NetworkPolicy");
+  for (const np of policies) {
+    const selected = deployments.filter((d) => labelSelectorMatches(np.spec.podSelector, podLabels(d)));
+    if (selected.length === 0) report(np, "podSelector matches no Deployment's pods");
+    for (const [i, rule] of (np.spec.ingress ?? []).entries()) {
+      for (const p of rule.ports ?? []) {
+        for (const d of selected) {
+          if (p.port !== undefined && !containerPorts(d).some((cp) => cp.name === p.port || cp.containerPort === p.port)) {
+            report(np, `ingress rule ${i}: port ${p.port} is not a container port of ${id(d)}`);
+          }
+        }
+      }
+      for (const peer of rule.from ?? []) {
+        if (peer.podSelector && !peer.namespaceSelector &&
+            !deployments.some((d) => labelSelectorMatches(peer.podSelector, podLabels(d)))) {
+          report(np, `ingress rule ${i}: from podSelector ${JSON.stringify(peer.podSelector)} matches no Deployment's pods`);
+        }
+      }
+    }
+  }
+
+  // The workers `gateway` dials on `port`: some NetworkPolicy lets the gateway's pods, and
+  // only them, reach that port, and Prometheus reach the metrics port.
+  function networkPolicyProblems(gateway, worker, port) {
+    const ns = worker.metadata.namespace;
+    const ingress = policies.filter((np) =>
+      (np.spec.policyTypes ?? ["Ingress"]).includes("Ingress") && labelSelectorMatches(np.spec.podSelector, podLabels(worker)));
+    const grpc = containerPorts(worker).find((p) => p.containerPort === port);
+    const metrics = containerPorts(worker).find((p) => p.name === "metrics");
+    if (ingress.length === 0) {
+      report(worker, `no NetworkPolicy limits who reaches its gRPC port ${port}: only the gateways should (base/network-policy.yaml)`);
+      return;
+    }
+    const rules = ingress.flatMap((np) => (np.spec.ingress ?? []).map((rule, i) => ({ np, rule, i })));
+    const covers = (rule, cp) => cp !== undefined && ((rule.ports ?? []).length === 0 || rule.ports.some((p) =>
+      (p.protocol ?? "TCP") === "TCP" && (p.port === undefined || p.port === cp.name || p.port === cp.containerPort ||
+        (p.endPort !== undefined && cp.containerPort >= p.port && cp.containerPort <= p.endPort))));
+    // Does peer admit pods with these labels in this namespace? (A peer with no
+    // namespaceSelector means the policy's own namespace.)
+    const admits = (peer, labels) => !peer.ipBlock &&
+      (peer.namespaceSelector === undefined || labelSelectorMatches(peer.namespaceSelector, namespaceLabels(ns))) &&
+      (peer.podSelector === undefined || labelSelectorMatches(peer.podSelector, labels));
+    // Only gateway pods of this namespace: a podSelector that no other Deployment matches.
+    const gatewayOnly = (peer) => !peer.ipBlock && peer.podSelector !== undefined &&
+      (peer.namespaceSelector === undefined ||
+        (Object.keys(peer.namespaceSelector.matchLabels ?? {}).join() === "kubernetes.io/metadata.name" &&
+          peer.namespaceSelector.matchLabels["kubernetes.io/metadata.name"] === ns)) &&
+      Object.keys(peer.podSelector.matchLabels ?? {}).length > 0 &&
+      labelSelectorMatches(peer.podSelector, podLabels(gateway)) &&
+      deployments.every((d) => d === gateway || !labelSelectorMatches(peer.podSelector, podLabels(d)));
+    const reaching = rules.filter(({ rule }) => covers(rule, grpc));
+    if (!reaching.some(({ rule }) => (rule.from ?? []).length === 0 || rule.from.some((peer) => admits(peer, podLabels(gateway))))) {
+      report(worker, `no ingress rule of ${ingress.map(id).join(", ")} lets the pods of ${id(gateway)} reach its gRPC port ${port}: every batch would time out`);
+    }
+    for (const { np, rule, i } of reaching) {
+      if ((rule.from ?? []).length === 0 || !rule.from.every(gatewayOnly)) {
+        report(np, `ingress rule ${i} lets more than the pods of ${id(gateway)} reach the workers' gRPC port ${port}`);
+      }
+    }
+    if (metrics && !rules.some(({ rule }) => covers(rule, metrics))) {
+      report(worker, `no ingress rule of ${ingress.map(id).join(", ")} lets Prometheus reach its metrics port ${metrics.containerPort}`);
+    }
+  }
+
   // The gateway resolves the workers through a headless Service of that name and port.
   for (const d of deployments) {
     for (const c of d.spec.template.spec.containers ?? []) {
       if (binaryOf(d.spec.template.spec, c) !== "gateway") continue;
-      const workers = flag(c.args, "workers");
+      const gatewayArgs = commandLines.get(c) ?? [];
+      const workers = flag(gatewayArgs, "workers");
       if (workers === undefined) { report(d, `container ${c.name}: no --workers`); continue; }
       const m = /^dns:\/\/\/([^:/]+):(\d+)$/.exec(workers);
       if (!m) { report(d, `container ${c.name}: --workers=${workers} is not dns:///NAME:PORT`); continue; }
@@ -372,6 +605,51 @@ function semanticProblems(objects) {
         if (cp && cp.containerPort !== Number(m[2])) {
           report(d, `container ${c.name}: --workers dials port ${m[2]} but ${id(w)} listens on ${cp.containerPort}`);
         }
+        // Both ends agree on TLS, and the gateway checks the workers' certificate against
+        // a name it carries (it dials pod IPs, which no certificate names).
+        for (const wc of w.spec.template.spec.containers ?? []) {
+          if (binaryOf(w.spec.template.spec, wc) !== "worker") continue;
+          const workerArgs = commandLines.get(wc) ?? [];
+          const workerTls = given(workerArgs, "tls-cert") !== undefined;
+          const gatewayTls = given(gatewayArgs, "worker-tls-ca") !== undefined;
+          if (workerTls && !gatewayTls) {
+            report(d, `container ${c.name}: ${id(w)} speaks TLS (--tls-cert) but the gateway dials it in plaintext (no --worker-tls-ca)`);
+          }
+          if (!workerTls && gatewayTls) {
+            report(d, `container ${c.name}: dials the workers with TLS (--worker-tls-ca) but ${id(w)} serves plaintext (no --tls-cert)`);
+          }
+          if (given(workerArgs, "tls-client-ca") !== undefined && given(gatewayArgs, "worker-tls-cert") === undefined) {
+            report(d, `container ${c.name}: ${id(w)} requires a client certificate (--tls-client-ca) but the gateway has no --worker-tls-cert`);
+          }
+          if (!workerTls || !gatewayTls) continue;
+          const serverName = given(gatewayArgs, "worker-tls-server-name");
+          const ns = d.metadata.namespace;
+          const labels = (serverName ?? "").split(".");
+          const names = labels[0] === service && (labels.length === 1 ||
+            (labels[1] === ns && (labels.length === 2 || labels[2] === "svc")));
+          if (serverName === undefined) {
+            report(d, `container ${c.name}: no --worker-tls-server-name: the gateway dials each worker's pod IP, which the workers' certificate does not name`);
+          } else if (!names) {
+            report(d, `container ${c.name}: --worker-tls-server-name=${serverName} is not a DNS name of Service ${service} in namespace ${ns} (${service}.${ns}.svc)`);
+          }
+        }
+        // Only the gateways reach the workers' gRPC port; Prometheus reaches their metrics.
+        networkPolicyProblems(d, w, Number(m[2]));
+      }
+    }
+  }
+
+  // Every Secret the pods read is in deploy/k8s/README.md (what it holds, how to create
+  // it), with its keys: the repository never holds the keys themselves.
+  for (const [name, { keys, users }] of secretsRead) {
+    const where = `read by ${[...users][0]}`;
+    if (README === null) {
+      problems.push(`Secret/${name}: ${README_PATH} is missing, where it should be documented`);
+    } else if (!README.includes(`\`${name}\``)) {
+      problems.push(`Secret/${name} (${where}) is not documented in deploy/k8s/README.md: say what it holds and how to create it`);
+    } else {
+      for (const key of keys) {
+        if (!README.includes(key)) problems.push(`Secret/${name}: key ${key} (${where}) is not mentioned in deploy/k8s/README.md`);
       }
     }
   }

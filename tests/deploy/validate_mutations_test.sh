@@ -36,8 +36,10 @@ set -e
 [ $rc -eq 77 ] && { echo "$out" | tail -n1; exit 77; }
 [ $rc -eq 0 ] || fail "the unbroken copy does not validate (exit $rc): $out"
 
-# mutate FILE PERL_SUBSTITUTION EXPECTED_MESSAGE: breaks FILE (relative to deploy/k8s),
-# expects validate.sh to fail saying EXPECTED_MESSAGE, and puts FILE back.
+# mutate FILE PERL_SUBSTITUTION EXPECTED_MESSAGE [BUILDS]: breaks FILE (relative to
+# deploy/k8s), expects validate.sh to fail saying EXPECTED_MESSAGE, and puts FILE back.
+# Only BUILDS (validate.sh --only; default cpu, the overlay with the components it lists)
+# are built: the unbroken copy above was checked whole, and one build shows each mistake.
 checked=0
 mutate() {
   local file="$k8s/$1"
@@ -45,7 +47,7 @@ mutate() {
   perl -0pi -e "$2" "$file"
   cmp -s "$file" "$tmp/saved" && fail "mutation '$2' changed nothing in $1"
   set +e
-  out=$(bash "$tmp/repo/deploy/validate.sh" "${binaries[@]}" 2>&1); rc=$?
+  out=$(bash "$tmp/repo/deploy/validate.sh" "${binaries[@]}" --only "${4:-cpu}" 2>&1); rc=$?
   set -e
   cp "$tmp/saved" "$file"
   [ $rc -eq 1 ] || fail "$1 with '$2': validate.sh exited $rc, expected 1: $out"
@@ -61,12 +63,12 @@ mutate base/worker.yaml 's/readOnlyRootFilesystem: true/readOnlyRootFileSystem: 
 mutate base/gateway.yaml 's/containerPort: 9100/containerPort: "9100"/' \
   "Deployment/deeplab-gateway: schema: /spec/template/spec/containers/0/ports/1/containerPort must be integer"
 mutate components/keda/scaledobject.yaml 's/pollingInterval: 15/pollingIntervall: 15/' \
-  "ScaledObject/deeplab-worker: unknown field spec.pollingIntervall"
+  "ScaledObject/deeplab-worker: unknown field spec.pollingIntervall" cpu+keda
 mutate components/keda/scaledobject.yaml 's/threshold: "1"/treshold: "1"/' \
-  "prometheus trigger has no metadata.threshold"
+  "prometheus trigger has no metadata.threshold" cpu+keda
 # Ports: a probe on a port the container does not have; a flag and a port that disagree.
-mutate base/worker.yaml 's/(readinessProbe:\n\s+grpc:\n\s+port:) 8001/$1 8002/' \
-  "readinessProbe port 8002 is not a container port"
+mutate base/gateway.yaml 's/(livenessProbe:\n\s+tcpSocket:\n\s+port:) grpc/$1 grcp/' \
+  "livenessProbe port grcp is not a container port"
 mutate base/worker.yaml 's/--metrics-port=9101/--metrics-port=9102/' \
   "port metrics is 9101 but --metrics-port is 9102"
 # Names: the gateway's DNS name, a Service selector, an autoscaler's target.
@@ -82,22 +84,53 @@ mutate base/worker-autoscaler.yaml 's/(scaleTargetRef:\n(?:.*\n)*?\s+name:) deep
 # Flags a program does not have.
 mutate base/worker.yaml 's/--baked=/--bakd=/' "prepare_models.sh has no flag --bakd"
 if [ ${#binaries[@]} -gt 0 ]; then
-  mutate overlays/gpu/worker-gpu.yaml 's/--pipeline-threads=4/--pipline-threads=4/' \
-    "worker has no flag --pipline-threads"
+  mutate overlays/gpu/worker-gpu-args.yaml 's/value: --pipeline-threads=4/value: --pipline-threads=4/' \
+    "worker has no flag --pipline-threads" gpu
 fi
+# The GPU overlay edits the base's worker flags in place: a reordered base list stops its
+# build rather than lose a flag.
+mutate base/worker.yaml 's/--instances=2/--instances=3/' "FAIL gpu: kubectl kustomize" gpu
 # Shutdown: a grace period the drain does not fit in.
 mutate base/worker.yaml 's/terminationGracePeriodSeconds: 90/terminationGracePeriodSeconds: 70/' \
   "terminationGracePeriodSeconds 70 does not exceed --drain-timeout (60s) + preStop sleep (15s)"
 # Weight sets: a name with no config; a config out of step with models/.
 mutate overlays/gpu/kustomization.yaml 's/load=demo,pascal_voc,cityscapes/load=demo,pascal_vco/' \
-  "--load names 'pascal_vco', which has no pascal_vco.config.pbtxt"
+  "--load names 'pascal_vco', which has no pascal_vco.config.pbtxt" gpu
 mutate base/model-configs/demo.config.pbtxt 's/max_batch_size: 32/max_batch_size: 16/' \
   "differs or missing: demo.config.pbtxt"
 # Components: KEDA left beside the HPA; a shared volume that keeps the emptyDir too.
 mutate components/keda/kustomization.yaml 's/\$patch: delete/\$patch: merge/' \
-  "is already scaled by"
+  "is already scaled by" cpu+keda
 mutate components/models-pvc/kustomization.yaml 's/\s+# null removes.*\n\s+emptyDir: null//' \
-  "volume models has 2 sources"
+  "volume models has 2 sources" cpu+models-pvc
+# Listening: a `command` that replaces the image's entrypoint, and its --host=0.0.0.0.
+mutate base/gateway.yaml 's/\n\s+- --host=0.0.0.0//' \
+  "container gateway: listens on 127.0.0.1 (--host)"
+# TLS: a grpc probe left on a TLS port, or beside the probe meant to replace it.
+mutate components/tls/gateway.yaml 's/\n\s+readinessProbe:\n\s+grpc: null\n\s+tcpSocket:\n\s+port: grpc\n\s+initialDelaySeconds: 5//' \
+  "readinessProbe is a grpc probe on port 8000, which speaks TLS only"
+mutate components/tls/worker.yaml 's/(startupProbe:)\n\s+grpc: null/$1/' \
+  "startupProbe has 2 handlers (exec, grpc)"
+# TLS: the gateway dialling TLS workers in plaintext, or checking them for the wrong name.
+mutate components/tls/kustomization.yaml 's/\n\s+- op: add\n\s+path: \S+\n\s+value: --worker-tls-ca=\S+//' \
+  "speaks TLS (--tls-cert) but the gateway dials it in plaintext"
+mutate components/tls/kustomization.yaml 's/--worker-tls-server-name=deeplab-worker\./--worker-tls-server-name=deeplab-workers./' \
+  "is not a DNS name of Service deeplab-worker in namespace deeplab"
+# TLS files: not where a volume is mounted; unreadable to the server's user; a Secret
+# item that is not there; a Secret the README does not document.
+mutate components/tls/gateway.yaml 's#mountPath: /etc/deeplab/worker-tls#mountPath: /etc/deeplab/workers-tls#' \
+  "--worker-tls-ca=/etc/deeplab/worker-tls/ca.crt is not in a mounted volume"
+mutate components/tls/gateway.yaml 's/\s+securityContext:\n(\s+#.*\n)*\s+fsGroup: 10001//' \
+  "with no fsGroup: user 10001 cannot read it"
+mutate components/tokens/kustomization.yaml 's/path: tokens.pbtxt/path: token.pbtxt/' \
+  "volume tokens has no item tokens.pbtxt" cpu+tokens
+mutate README.md 's/`deeplab-worker-tls`/deeplab-worker-tls/g' \
+  "Secret/deeplab-worker-tls (read by Deployment/deeplab-worker volume tls) is not documented"
+# NetworkPolicy: the gateway shut out of the workers; their gRPC port opened to everyone.
+mutate base/network-policy.yaml 's/(podSelector:\n\s+matchLabels:\n\s+app.kubernetes.io\/name:) deeplab-gateway/$1 deeplab-gatway/' \
+  "lets the pods of Deployment/deeplab-gateway reach its gRPC port 8001"
+mutate base/network-policy.yaml 's/- port: metrics/- port: grpc/' \
+  "lets more than the pods of Deployment/deeplab-gateway reach the workers' gRPC port 8001"
 # kustomize itself: a resource that is not there.
 mutate base/kustomization.yaml 's/- worker-autoscaler.yaml/- worker-autoscaler.yml/' \
   "FAIL cpu: kubectl kustomize"
