@@ -58,7 +58,8 @@ echo "== machine"
 
 echo "== weight sets and inputs"
 mkdir -p "$models/demo" "$models/demo_unbatched" "$models/xception65_512" "$models/tiny"
-# With its samples: precision auto checks the demo weights on them (README, "Runtime").
+# With its samples: precision auto checks the demo weights on them
+# (docs/configuration.md, "Runtime").
 cp -r "$root/models/demo/config.pbtxt" "$root/models/demo/demo.dlck" "$root/models/demo/samples" "$models/demo/"
 sed -e 's/^name: "demo"/name: "demo_unbatched"/' -e 's/max_batch_size: [0-9]*/max_batch_size: 1/' \
   "$root/models/demo/config.pbtxt" >"$models/demo_unbatched/config.pbtxt"

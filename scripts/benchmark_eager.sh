@@ -23,7 +23,7 @@
 # Needs deeplab-bench and deeplab-train built against the LibTorch to measure (build/bin, or
 # DEEPLAB_BIN) and a python3 whose torch can use the device (DEEPLAB_PYTHON; default
 # /usr/bin/python3, Debian's, with python3-torch). On a GPU, build against that machine's
-# CUDA LibTorch first (README, "On a GPU machine"). Writes json/, results.md and the log
+# CUDA LibTorch first (docs/gpu.md, "On a GPU machine"). Writes json/, results.md and the log
 # under --out (default bench-eager-out/). --quick: tiny steps, a smoke test of the script.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -60,7 +60,7 @@ if [ -z "$precisions" ]; then
   elif grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo; then
     precisions=fp32,bf16
   else
-    precisions=fp32  # emulated bf16 is 15 to 70 times slower than fp32 (README, "Measurements")
+    precisions=fp32  # emulated bf16 is 15 to 70 times slower than fp32 (docs/performance.md)
   fi
 fi
 if [ -z "$batch_sizes" ]; then
@@ -85,7 +85,7 @@ if [ "$device" != cpu ]; then
 fi
 max_batch=$(tr , '\n' <<<"$batch_sizes" | sort -n | tail -1)
 # Eager gets the worker's allocator: on a CPU it makes up to 3.8 times the difference at
-# batch 4 (the README's "Runtime"), and the comparison is meant to be between runtimes.
+# batch 4 (docs/configuration.md, "Runtime"), and the comparison is meant to be between runtimes.
 # (awk reads all of ldd's output: exiting early would SIGPIPE ldd, and pipefail would fail.)
 allocator=$(ldd "$bin/deeplab-bench" | awk '/libtcmalloc/ && !found {print $3; found = 1}')
 height=${size%x*}

@@ -1,4 +1,4 @@
-// The gateway's Prometheus metrics (names per DESIGN.md section 6; listed in the README).
+// The gateway's Prometheus metrics (names per DESIGN.md section 6; listed in docs/operations.md).
 // Thread-safe.
 #ifndef DEEPLAB_SERVICES_GATEWAY_GATEWAY_METRICS_H_
 #define DEEPLAB_SERVICES_GATEWAY_GATEWAY_METRICS_H_

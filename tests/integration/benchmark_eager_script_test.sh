@@ -42,7 +42,7 @@ for arch in xception65 mobilenetv2; do
       "$report" || { cat "$report"; fail "no row for $arch batch $batch"; }
   done
 done
-# Eager ran with the allocator the worker's programs link (tcmalloc), as the README says.
+# Eager ran with the allocator the worker's programs link (tcmalloc), as docs/performance.md says.
 allocator=$(ldd "$DEEPLAB_BIN/deeplab-bench" | awk '/libtcmalloc/ && !found {print $3; found = 1}')
 [ -n "$allocator" ] || fail "deeplab-bench does not link tcmalloc"
 grep -qF "allocator (worker and eager): $allocator" "$out/b/machine.txt" ||

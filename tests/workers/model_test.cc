@@ -231,7 +231,7 @@ TEST(ModelTest, MultiplyAddsNearTheModelZooFigure) {
   at::set_num_threads(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   DeepLabV3Plus model = Build(Spec("xception65", 21));
   const double macs = static_cast<double>(CountMultiplyAdds(model, 513, 513));
-  // TF model zoo: 54.17e9 (see README, "Multiply-adds", for the 0.25% difference).
+  // TF model zoo: 54.17e9 (docs/model-repository.md, "Multiply-adds", on the 0.25% difference).
   EXPECT_NEAR(macs / 1e9, 54.17, 0.2);
   at::set_num_threads(threads);
 }

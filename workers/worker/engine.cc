@@ -260,7 +260,7 @@ void WorkerEngine::LoadWeightSet(const v1::ModelConfig& config, const std::strin
     runtime.precision_check_input = PrecisionCheckInput(config, ws->pipeline, samples_dir);
   }
   // Without timing at warm-up, the layout measured faster in the common case: channels-last
-  // on CUDA (cuDNN), NCHW on a CPU (README, "Runtime").
+  // on CUDA (cuDNN), NCHW on a CPU (docs/configuration.md, "Runtime").
   const bool cuda = absl::StartsWith(device_, "cuda");
   runtime.channels_last = options_.layout == LayoutChoice::kChannelsLast ||
                           (options_.layout == LayoutChoice::kAuto && cuda);

@@ -1,4 +1,4 @@
-// The worker's Prometheus metrics (names per DESIGN.md section 6; listed in the README).
+// The worker's Prometheus metrics (names per DESIGN.md section 6; listed in docs/operations.md).
 //
 // Owns its families inside a caller-provided registry. Thread-safe: prometheus-cpp metrics
 // are atomic, and the label-to-metric lookups here take the family's own lock.
