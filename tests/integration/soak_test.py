@@ -57,7 +57,7 @@ GATEWAY_RSS_LIMIT_MIB = 150
 WORKER_RSS_LIMIT_MIB = 450
 
 # The schedule, in seconds from the start of the traffic.
-TRAFFIC_S = 120            # traffic runs this long (then in-flight calls finish)
+TRAFFIC_S = 90             # traffic runs this long (then in-flight calls finish)
 KILL_AT_S = 15             # worker A gets SIGKILL
 DEAD_FOR_S = 3             # and is restarted on the same port this long after it died
 BOTH_UP_S = 12             # traffic on both workers again before B is stopped
