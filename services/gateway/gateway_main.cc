@@ -32,7 +32,7 @@ ABSL_FLAG(int, max_message_mb, 512,
           "probabilities are 252 MB) fits in 512");
 ABSL_FLAG(int64_t, max_image_bytes, 64 << 20,
           "Largest image accepted (encoded or raw bytes), as on the workers: a larger request "
-          "is refused before it is buffered (RESOURCE_EXHAUSTED from gRPC) or forwarded");
+          "is refused (RESOURCE_EXHAUSTED from gRPC), never held by a request or forwarded");
 ABSL_FLAG(int64_t, max_inflight_mb, 2048,
           "MiB of images that accepted, unanswered requests may hold together; beyond, new "
           "requests are refused RESOURCE_EXHAUSTED. 0: no bound");
@@ -141,8 +141,8 @@ int Run() {
   server_options.port = absl::GetFlag(FLAGS_port);
   server_options.metrics_host = deeplab::MetricsHostFromFlags(server_options.host);
   server_options.metrics_port = absl::GetFlag(FLAGS_metrics_port);
-  // What a worker would refuse is refused here, before it is buffered: the image plus 1 MiB
-  // for the rest of the request.
+  // What a worker would refuse is refused here, before a request holds it (gRPC receives
+  // the message whole, then checks its size): the image plus 1 MiB for the rest.
   server_options.max_receive_bytes = static_cast<int>(max_image_bytes + (1 << 20));
   server_options.max_send_bytes = absl::GetFlag(FLAGS_max_message_mb) << 20;
   server_options.tls = tls;
