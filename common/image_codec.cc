@@ -668,6 +668,15 @@ int ImreadFlags(Format format) {
   return cv::IMREAD_ANYDEPTH | cv::IMREAD_ANYCOLOR | cv::IMREAD_IGNORE_ORIENTATION;
 }
 
+// `what`: "image" or "raw image".
+absl::Status ByteLimit(int64_t size, const ImageLimits& limits, const char* what) {
+  if (size > limits.max_bytes) {
+    return Invalid(absl::StrCat("the ", what, " is ", size, " bytes, over the limit of ",
+                                limits.max_bytes, " bytes"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<ImageHeader> ProbeImageHeader(std::string_view bytes) {
@@ -676,13 +685,17 @@ absl::StatusOr<ImageHeader> ProbeImageHeader(std::string_view bytes) {
   return probed->header;
 }
 
+absl::Status CheckImageBytes(const v1::Image& image, const ImageLimits& limits) {
+  if (image.has_raw()) {
+    return ByteLimit(static_cast<int64_t>(image.raw().data().size()), limits, "raw image");
+  }
+  return ByteLimit(static_cast<int64_t>(image.encoded().size()), limits, "image");
+}
+
 absl::StatusOr<cv::Mat> DecodeImage(std::string_view bytes, const ImageLimits& limits) {
   if (bytes.empty()) return Invalid("the image is empty: no bytes were sent");
   const int64_t size = static_cast<int64_t>(bytes.size());
-  if (size > limits.max_bytes) {
-    return Invalid(absl::StrCat("the image is ", size, " bytes, over the limit of ",
-                                limits.max_bytes, " bytes"));
-  }
+  if (absl::Status status = ByteLimit(size, limits, "image"); !status.ok()) return status;
   if (size > INT_MAX) {  // cv::Mat sides are int
     return Invalid(absl::StrCat("the image is ", size, " bytes, over the decoder's limit of ",
                                 INT_MAX, " bytes"));
@@ -742,10 +755,7 @@ absl::StatusOr<cv::Mat> ImageFromRaw(const v1::RawImage& raw, const ImageLimits&
                                 " and width ", raw.width()));
   }
   const int64_t size = static_cast<int64_t>(raw.data().size());
-  if (size > limits.max_bytes) {
-    return Invalid(absl::StrCat("the raw image is ", size, " bytes, over the limit of ",
-                                limits.max_bytes, " bytes"));
-  }
+  if (absl::Status status = ByteLimit(size, limits, "raw image"); !status.ok()) return status;
   if (absl::Status status = PixelLimit(raw.width(), raw.height(), limits); !status.ok()) {
     return status;
   }

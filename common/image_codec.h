@@ -48,6 +48,11 @@ absl::StatusOr<cv::Mat> DecodeImage(std::string_view bytes, const ImageLimits& l
 // The same for raw pixels (1, 3 or 4 interleaved uint8 channels; RGB order).
 absl::StatusOr<cv::Mat> ImageFromRaw(const v1::RawImage& raw, const ImageLimits& limits);
 
+// INVALID_ARGUMENT when the image's bytes (encoded, or raw pixels) exceed limits.max_bytes:
+// the check DecodeImageMessage makes first, for callers that refuse before decoding (the
+// gateway).
+absl::Status CheckImageBytes(const v1::Image& image, const ImageLimits& limits);
+
 // Dispatches on the oneof: encoded bytes or raw pixels; an empty Image is an error.
 absl::StatusOr<cv::Mat> DecodeImageMessage(const v1::Image& image, const ImageLimits& limits);
 

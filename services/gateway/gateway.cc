@@ -197,14 +197,16 @@ uint64_t Gateway::Submit(const v1::SegmentRequest& request, v1::SegmentResponse*
                       "the request has no image: set image.encoded (file bytes) or image.raw"),
                   ModelLabel(model));
   }
+  if (options_.max_image_bytes > 0) {
+    ImageLimits limits;
+    limits.max_bytes = options_.max_image_bytes;
+    if (absl::Status s = CheckImageBytes(request.image(), limits); !s.ok()) {
+      return refuse(absl::InvalidArgumentError(absl::StrCat(s.message(), " (--max-image-bytes)")),
+                    ModelLabel(model));
+    }
+  }
   const int64_t image_bytes = static_cast<int64_t>(request.image().encoded().size() +
                                                     request.image().raw().data().size());
-  if (options_.max_image_bytes > 0 && image_bytes > options_.max_image_bytes) {
-    return refuse(absl::InvalidArgumentError(absl::StrCat(
-                      "the image is ", image_bytes, " bytes, over the limit of ",
-                      options_.max_image_bytes, " (--max-image-bytes)")),
-                  ModelLabel(model));
-  }
   const std::optional<WorkerPool::ModelRoute> route = pool_->Route(model);
   if (!route.has_value()) {
     // No worker has answered yet (or none is healthy): the gateway cannot know the weight set
