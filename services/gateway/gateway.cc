@@ -370,9 +370,7 @@ void Gateway::CancelBatchesOn(const std::string& worker) {
   {
     absl::MutexLock lock(&mu_);
     auto [begin, end] = in_flight_.equal_range(worker);
-    for (auto it = begin; it != end; ++it) {
-      if (std::shared_ptr<BatchCall> call = it->second.lock()) calls.push_back(std::move(call));
-    }
+    for (auto it = begin; it != end; ++it) calls.push_back(it->second);
   }
   if (calls.empty()) return;
   LogLine("deeplab-gateway",
@@ -389,7 +387,7 @@ void Gateway::OnBatchDone(std::shared_ptr<BatchCall> call, grpc::Status status) 
     absl::MutexLock lock(&mu_);
     auto [begin, end] = in_flight_.equal_range(call->worker);
     for (auto it = begin; it != end; ++it) {
-      if (it->second.lock() == call) {
+      if (it->second == call) {
         in_flight_.erase(it);
         break;
       }

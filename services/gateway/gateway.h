@@ -116,7 +116,7 @@ class Gateway {
   int64_t inflight_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   std::function<void()> on_workers_changed_ ABSL_GUARDED_BY(mu_);
   // Batches sent and not yet answered, by worker.
-  std::multimap<std::string, std::weak_ptr<BatchCall>> in_flight_ ABSL_GUARDED_BY(mu_);
+  std::multimap<std::string, std::shared_ptr<BatchCall>> in_flight_ ABSL_GUARDED_BY(mu_);
   std::thread loop_;
 };
 
