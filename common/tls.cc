@@ -40,19 +40,17 @@ struct KeyDeleter {
   void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
 };
 
-// Certificate and key parse, and the key is the certificate's.
-absl::Status CheckPair(const std::string& cert_file, const std::string& key_file) {
-  absl::StatusOr<std::string> cert = ReadPem("certificate", cert_file);
-  if (!cert.ok()) return cert.status();
-  absl::StatusOr<std::string> key = ReadPem("private key", key_file);
-  if (!key.ok()) return key.status();
-  std::unique_ptr<BIO, BioDeleter> cert_bio(BIO_new_mem_buf(cert->data(), static_cast<int>(cert->size())));
+// The certificate and key texts parse, and the key is the certificate's (files named for
+// the messages).
+absl::Status CheckPair(const std::string& cert, const std::string& cert_file,
+                       const std::string& key, const std::string& key_file) {
+  std::unique_ptr<BIO, BioDeleter> cert_bio(BIO_new_mem_buf(cert.data(), static_cast<int>(cert.size())));
   std::unique_ptr<X509, X509Deleter> x509(PEM_read_bio_X509(cert_bio.get(), nullptr, nullptr, nullptr));
   if (x509 == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat("certificate ", cert_file,
                                                    " holds no readable certificate"));
   }
-  std::unique_ptr<BIO, BioDeleter> key_bio(BIO_new_mem_buf(key->data(), static_cast<int>(key->size())));
+  std::unique_ptr<BIO, BioDeleter> key_bio(BIO_new_mem_buf(key.data(), static_cast<int>(key.size())));
   std::unique_ptr<EVP_PKEY, KeyDeleter> pkey(
       PEM_read_bio_PrivateKey(key_bio.get(), nullptr, nullptr, nullptr));
   if (pkey == nullptr) {
@@ -64,6 +62,18 @@ absl::Status CheckPair(const std::string& cert_file, const std::string& key_file
         absl::StrCat("private key ", key_file, " does not belong to certificate ", cert_file));
   }
   return absl::OkStatus();
+}
+
+// Reads and checks a certificate and its key; the PEM texts in *cert and *key.
+absl::Status ReadPair(const std::string& cert_file, const std::string& key_file,
+                      std::string* cert, std::string* key) {
+  absl::StatusOr<std::string> cert_text = ReadPem("certificate", cert_file);
+  if (!cert_text.ok()) return cert_text.status();
+  absl::StatusOr<std::string> key_text = ReadPem("private key", key_file);
+  if (!key_text.ok()) return key_text.status();
+  *cert = *std::move(cert_text);
+  *key = *std::move(key_text);
+  return CheckPair(*cert, cert_file, *key, key_file);
 }
 
 absl::Status CheckBothOrNeither(const std::string& cert, const std::string& key,
@@ -90,7 +100,10 @@ absl::Status ValidateServerTls(const ServerTlsOptions& options) {
     }
     return absl::OkStatus();
   }
-  if (absl::Status s = CheckPair(options.cert_file, options.key_file); !s.ok()) return s;
+  std::string cert, key;
+  if (absl::Status s = ReadPair(options.cert_file, options.key_file, &cert, &key); !s.ok()) {
+    return s;
+  }
   if (!options.client_ca_file.empty()) {
     if (auto ca = ReadPem("client CA", options.client_ca_file); !ca.ok()) return ca.status();
   }
@@ -100,19 +113,35 @@ absl::Status ValidateServerTls(const ServerTlsOptions& options) {
   return absl::OkStatus();
 }
 
-absl::Status ValidateClientTls(const ClientTlsOptions& options) {
+namespace {
+
+// The client's PEM texts, read once and checked.
+absl::StatusOr<grpc::SslCredentialsOptions> ReadClientTls(const ClientTlsOptions& options) {
   if (absl::Status s = CheckBothOrNeither(options.cert_file, options.key_file, "the client "
                                           "certificate", "its key");
       !s.ok()) {
     return s;
   }
+  grpc::SslCredentialsOptions ssl;
   if (!options.cert_file.empty()) {
-    if (absl::Status s = CheckPair(options.cert_file, options.key_file); !s.ok()) return s;
+    if (absl::Status s = ReadPair(options.cert_file, options.key_file, &ssl.pem_cert_chain,
+                                  &ssl.pem_private_key);
+        !s.ok()) {
+      return s;
+    }
   }
   if (!options.ca_file.empty()) {
-    if (auto ca = ReadPem("CA", options.ca_file); !ca.ok()) return ca.status();
+    absl::StatusOr<std::string> ca = ReadPem("CA", options.ca_file);
+    if (!ca.ok()) return ca.status();
+    ssl.pem_root_certs = *std::move(ca);  // empty: the system's CAs
   }
-  return absl::OkStatus();
+  return ssl;
+}
+
+}  // namespace
+
+absl::Status ValidateClientTls(const ClientTlsOptions& options) {
+  return ReadClientTls(options).status();
 }
 
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
@@ -143,17 +172,12 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials(
     const ClientTlsOptions& options, grpc::ChannelArguments* args) {
   if (!options.enabled()) return grpc::InsecureChannelCredentials();
-  if (absl::Status s = ValidateClientTls(options); !s.ok()) return s;
-  grpc::SslCredentialsOptions ssl;
-  if (!options.ca_file.empty()) ssl.pem_root_certs = *ReadPem("CA", options.ca_file);
-  if (!options.cert_file.empty()) {
-    ssl.pem_cert_chain = *ReadPem("certificate", options.cert_file);
-    ssl.pem_private_key = *ReadPem("private key", options.key_file);
-  }
+  absl::StatusOr<grpc::SslCredentialsOptions> ssl = ReadClientTls(options);
+  if (!ssl.ok()) return ssl.status();
   if (!options.server_name.empty() && args != nullptr) {
     args->SetSslTargetNameOverride(options.server_name);
   }
-  return grpc::SslCredentials(ssl);
+  return grpc::SslCredentials(*ssl);
 }
 
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeClientChannel(const std::string& target,
