@@ -20,9 +20,6 @@
 #include "services/gateway/gateway.h"
 #include "services/gateway/gateway_service.h"
 
-ABSL_FLAG(std::string, host, "127.0.0.1",
-          "Address gRPC listens on (and metrics, unless --metrics-host); 0.0.0.0: every "
-          "interface, as in containers");
 ABSL_FLAG(int, port, 8000, "gRPC port; 0 picks a free one (printed at start)");
 ABSL_FLAG(int, metrics_port, 9100, "Prometheus /metrics port; 0 picks a free one");
 ABSL_FLAG(std::string, workers, "",
@@ -83,11 +80,13 @@ int Run() {
     std::cerr << "deeplab-gateway: --worker-tls-*: " << s.message() << "\n";
     return 2;
   }
-  const deeplab::ServerTlsOptions tls = deeplab::ServerTlsFromFlags();
-  if (absl::Status s = deeplab::ValidateServerTls(tls); !s.ok()) {
-    std::cerr << "deeplab-gateway: " << s.message() << "\n";
+  absl::StatusOr<deeplab::ServerOptions> server_options = deeplab::ServerOptionsFromFlags(
+      absl::GetFlag(FLAGS_port), absl::GetFlag(FLAGS_metrics_port));
+  if (!server_options.ok()) {
+    std::cerr << "deeplab-gateway: " << server_options.status().message() << "\n";
     return 2;
   }
+  const deeplab::ServerTlsOptions& tls = server_options->tls;
   std::unique_ptr<deeplab::TokenAuthenticator> auth;
   if (const std::string path = absl::GetFlag(FLAGS_tokens_file); !path.empty()) {
     absl::StatusOr<std::unique_ptr<deeplab::TokenAuthenticator>> loaded =
@@ -136,19 +135,13 @@ int Run() {
   deeplab::Gateway gateway(options, &metrics);
   deeplab::SegmentationService service(&gateway, auth.get());
   const std::vector<std::string> kHealthNames = {"deeplab.v1.Segmentation"};
-  deeplab::ServerOptions server_options;
-  server_options.host = absl::GetFlag(FLAGS_host);
-  server_options.port = absl::GetFlag(FLAGS_port);
-  server_options.metrics_host = deeplab::MetricsHostFromFlags(server_options.host);
-  server_options.metrics_port = absl::GetFlag(FLAGS_metrics_port);
   // What a worker would refuse is refused here, before a request holds it (gRPC receives
   // the message whole, then checks its size): the image plus 1 MiB for the rest.
-  server_options.max_receive_bytes = static_cast<int>(max_image_bytes + (1 << 20));
-  server_options.max_send_bytes = absl::GetFlag(FLAGS_max_message_mb) << 20;
-  server_options.tls = tls;
-  const std::string& host = server_options.host;
+  server_options->max_receive_bytes = static_cast<int>(max_image_bytes + (1 << 20));
+  server_options->max_send_bytes = absl::GetFlag(FLAGS_max_message_mb) << 20;
+  const std::string& host = server_options->host;
   absl::StatusOr<deeplab::ServerEndpoints> endpoints =
-      deeplab::StartServer(server_options, {&service}, kHealthNames);
+      deeplab::StartServer(*server_options, {&service}, kHealthNames);
   if (!endpoints.ok()) {
     std::cerr << "deeplab-gateway: " << endpoints.status().message() << "\n";
     return 1;
@@ -159,7 +152,7 @@ int Run() {
   endpoints->exposer->RegisterCollectable(process_metrics);
   grpc::Server& server = *endpoints->server;
   std::cout << "deeplab-gateway: grpc " << host << ":" << endpoints->port << std::endl;
-  std::cout << "deeplab-gateway: metrics " << server_options.metrics_host << ":"
+  std::cout << "deeplab-gateway: metrics " << server_options->metrics_host << ":"
             << endpoints->metrics_port << "/metrics" << std::endl;
   if (tls.enabled()) {
     std::cout << "deeplab-gateway: TLS on"

@@ -27,9 +27,6 @@
 #include "workers/worker/worker_service.h"
 
 ABSL_FLAG(std::string, models, "models", "Model repository folder");
-ABSL_FLAG(std::string, host, "127.0.0.1",
-          "Address gRPC listens on (and metrics, unless --metrics-host); 0.0.0.0: every "
-          "interface, as in containers");
 ABSL_FLAG(int, port, 8001, "gRPC port; 0 picks a free one (printed at start)");
 ABSL_FLAG(int, metrics_port, 9101, "Prometheus /metrics port; 0 picks a free one");
 ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:K");
@@ -84,11 +81,13 @@ std::unique_ptr<deeplab::NvmlDevice> OpenGpuForMetrics(const std::string& device
 int Run() {
   deeplab::BlockStopSignals();
   // Before loading anything: a bad certificate is a bad command line.
-  const deeplab::ServerTlsOptions tls = deeplab::ServerTlsFromFlags();
-  if (absl::Status s = deeplab::ValidateServerTls(tls); !s.ok()) {
-    std::cerr << "deeplab-worker: " << s.message() << "\n";
+  absl::StatusOr<deeplab::ServerOptions> server_options = deeplab::ServerOptionsFromFlags(
+      absl::GetFlag(FLAGS_port), absl::GetFlag(FLAGS_metrics_port));
+  if (!server_options.ok()) {
+    std::cerr << "deeplab-worker: " << server_options.status().message() << "\n";
     return 2;
   }
+  const deeplab::ServerTlsOptions& tls = server_options->tls;
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   const int threads = absl::GetFlag(FLAGS_threads) > 0 ? absl::GetFlag(FLAGS_threads) : cores;
   at::set_num_threads(threads);
@@ -123,17 +122,11 @@ int Run() {
   deeplab::WorkerEngine engine(options, &metrics);
   deeplab::WorkerService service(&engine);
   const std::vector<std::string> kHealthNames = {"deeplab.v1.Worker"};
-  deeplab::ServerOptions server_options;
-  server_options.host = absl::GetFlag(FLAGS_host);
-  server_options.port = absl::GetFlag(FLAGS_port);
-  server_options.metrics_host = deeplab::MetricsHostFromFlags(server_options.host);
-  server_options.metrics_port = absl::GetFlag(FLAGS_metrics_port);
-  server_options.max_receive_bytes = server_options.max_send_bytes =
+  server_options->max_receive_bytes = server_options->max_send_bytes =
       absl::GetFlag(FLAGS_max_message_mb) << 20;
-  server_options.tls = tls;
-  const std::string& host = server_options.host;
+  const std::string& host = server_options->host;
   absl::StatusOr<deeplab::ServerEndpoints> endpoints =
-      deeplab::StartServer(server_options, {&service}, kHealthNames);
+      deeplab::StartServer(*server_options, {&service}, kHealthNames);
   if (!endpoints.ok()) {
     std::cerr << "deeplab-worker: " << endpoints.status().message() << "\n";
     return 1;
@@ -147,7 +140,7 @@ int Run() {
   grpc::Server& server = *endpoints->server;
   // Tests and launchers read these two lines to learn the ports.
   std::cout << "deeplab-worker: grpc " << host << ":" << endpoints->port << std::endl;
-  std::cout << "deeplab-worker: metrics " << server_options.metrics_host << ":"
+  std::cout << "deeplab-worker: metrics " << server_options->metrics_host << ":"
             << endpoints->metrics_port << "/metrics" << std::endl;
   if (tls.enabled()) {
     std::cout << "deeplab-worker: TLS on"
