@@ -54,6 +54,20 @@ def generate_stubs(source, out):
     sys.path.insert(0, out)
 
 
+def write_colour_repository(source, repo):
+    """A model repository with "colour": a TorchScript model labelling each pixel by its
+    dominant colour channel (red, green, blue), so every answer is known."""
+    os.makedirs(os.path.join(repo, "colour"))
+    subprocess.run([sys.executable, os.path.join(source, "tests/tools/make_torchscript.py"),
+                    "--out-dir", os.path.join(repo, "colour")], check=True,
+                   stdout=subprocess.DEVNULL)
+    with open(os.path.join(repo, "colour", "config.pbtxt"), "w") as f:
+        f.write('name: "colour"\narchitecture { num_classes: 3 }\n'
+                'input { height: 64 width: 64 normalization: NORMALIZATION_NONE }\n'
+                'class_names: ["red", "green", "blue"]\n'
+                'weights { file: "colour_argmax.pt" format: WEIGHTS_FORMAT_TORCHSCRIPT }\n')
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--worker", required=True)
@@ -67,15 +81,7 @@ def main():
     from deeplab.v1 import common_pb2, segmentation_pb2, segmentation_pb2_grpc  # noqa: E402
 
     repo = os.path.join(tmp, "models")
-    os.makedirs(os.path.join(repo, "colour"))
-    subprocess.run([sys.executable, os.path.join(args.source, "tests/tools/make_torchscript.py"),
-                    "--out-dir", os.path.join(repo, "colour")], check=True,
-                   stdout=subprocess.DEVNULL)
-    with open(os.path.join(repo, "colour", "config.pbtxt"), "w") as f:
-        f.write('name: "colour"\narchitecture { num_classes: 3 }\n'
-                'input { height: 64 width: 64 normalization: NORMALIZATION_NONE }\n'
-                'class_names: ["red", "green", "blue"]\n'
-                'weights { file: "colour_argmax.pt" format: WEIGHTS_FORMAT_TORCHSCRIPT }\n')
+    write_colour_repository(args.source, repo)
 
     common = ["--host", "127.0.0.1", "--port", "0", "--metrics-port", "0"]
     worker = Server([args.worker, "--models", repo, "--threads", "1"] + common,

@@ -34,6 +34,9 @@ import urllib.request
 import grpc
 from grpc_tools import protoc
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from python_client_test import write_colour_repository  # noqa: E402
+
 TOKEN = "s3cret-token-for-the-colour-set-4f1c"
 OTHER_TOKEN = "token-limited-to-another-weight-set-9d2e"
 
@@ -119,15 +122,7 @@ def main():
     p = lambda name: os.path.join(pki, name)  # noqa: E731
 
     repo = os.path.join(tmp, "models")
-    os.makedirs(os.path.join(repo, "colour"))
-    subprocess.run([sys.executable, os.path.join(args.source, "tests/tools/make_torchscript.py"),
-                    "--out-dir", os.path.join(repo, "colour")], check=True,
-                   stdout=subprocess.DEVNULL)
-    with open(os.path.join(repo, "colour", "config.pbtxt"), "w") as f:
-        f.write('name: "colour"\narchitecture { num_classes: 3 }\n'
-                'input { height: 64 width: 64 normalization: NORMALIZATION_NONE }\n'
-                'class_names: ["red", "green", "blue"]\n'
-                'weights { file: "colour_argmax.pt" format: WEIGHTS_FORMAT_TORCHSCRIPT }\n')
+    write_colour_repository(args.source, repo)
     # A weight set whose weights file is missing: its not-ready reason must not show `repo`.
     os.makedirs(os.path.join(repo, "missing"))
     with open(os.path.join(repo, "missing", "config.pbtxt"), "w") as f:
