@@ -179,7 +179,8 @@ def main():
     try:
         gateway = Server([args.gateway, "--workers", worker.address, "--status-interval", "200ms",
                           "--worker-tls-ca", p("ca.crt"), "--worker-tls-cert", p("client.crt"),
-                          "--worker-tls-key", p("client.key"), "--tokens-file", tokens]
+                          "--worker-tls-key", p("client.key"), "--tokens-file", tokens,
+                          "--metrics-host", "127.0.0.2"]
                          + common + server_tls, "deeplab-gateway", None,
                          os.path.join(tmp, "gateway.log"))
         ca = open(p("ca.crt"), "rb").read()
@@ -271,6 +272,13 @@ def main():
         r = subprocess.run(cli + ["--token-file", token_file], capture_output=True, text=True,
                            timeout=60)
         check(r.returncode == 0 and "colour" in r.stdout, f"deeplab models with TLS and token ({r.returncode}: {r.stderr.strip()})")
+        # --server-name: the name the certificate must carry, when not the address's host.
+        r = subprocess.run(cli + ["--token-file", token_file, "--server-name", "localhost"],
+                           capture_output=True, text=True, timeout=60)
+        check(r.returncode == 0, f"deeplab models --server-name localhost ({r.returncode})")
+        r = subprocess.run(cli + ["--token-file", token_file, "--server-name", "elsewhere.example"],
+                           capture_output=True, text=True, timeout=60)
+        check(r.returncode == 3, f"a certificate without the --server-name: exit 3 ({r.returncode})")
         env = dict(os.environ)
         env.pop("DEEPLAB_TOKEN", None)
         r = subprocess.run(cli, capture_output=True, text=True, timeout=60, env=env)
@@ -309,7 +317,9 @@ def main():
             channel(gateway.address)).Segment(request, metadata=auth, timeout=60))
         check(code == grpc.StatusCode.OK, f"served after the rotation ({code})")
 
-        # Tokens in no log and no metric.
+        # Tokens in no log and no metric; metrics on their own address (--metrics-host).
+        check(gateway.metrics.startswith("127.0.0.2:"),
+              f"metrics listen on --metrics-host ({gateway.metrics})")
         metrics = urllib.request.urlopen(f"http://{gateway.metrics}", timeout=10).read().decode()
         gateway.stop()
         logs = open(os.path.join(tmp, "gateway.log")).read() + "".join(gateway.lines)
