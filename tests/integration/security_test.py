@@ -35,6 +35,7 @@ import grpc
 from grpc_tools import protoc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from python_client_test import Server as ClientTestServer  # noqa: E402
 from python_client_test import write_colour_repository  # noqa: E402
 
 TOKEN = "s3cret-token-for-the-colour-set-4f1c"
@@ -85,11 +86,7 @@ class Server:
         raise RuntimeError(f"{name} did not start in time")
 
     def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        ClientTestServer.stop(self)
         self.log.close()
 
 
