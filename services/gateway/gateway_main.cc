@@ -19,9 +19,19 @@
 #include "services/gateway/auth.h"
 #include "services/gateway/gateway.h"
 #include "services/gateway/gateway_service.h"
+#include "services/gateway/inference_http.h"
+#include "services/gateway/inference_service.h"
 
 ABSL_FLAG(int, port, 8000, "gRPC port; 0 picks a free one (printed at start)");
 ABSL_FLAG(int, metrics_port, 9100, "Prometheus /metrics port; 0 picks a free one");
+ABSL_FLAG(int, http_port, 8080,
+          "Open Inference Protocol REST port (/v2/...); 0 picks a free one (printed at start), "
+          "-1 turns it off. It has no TLS: with --tls-cert it stays off unless --http-insecure");
+ABSL_FLAG(int, http_threads, 32,
+          "REST requests served at once (each waits for its answer on its own thread)");
+ABSL_FLAG(bool, http_insecure, false,
+          "Serve the plaintext REST port although --tls-cert is set: for a gateway behind a "
+          "proxy or sidecar that terminates TLS");
 ABSL_FLAG(std::string, workers, "",
           "Workers: host:port[,host:port...] or dns:///name:port (re-resolved)");
 ABSL_FLAG(int, max_message_mb, 512,
@@ -129,19 +139,33 @@ int Run() {
     std::cerr << "deeplab-gateway: --max-attempts must be at least 1\n";
     return 2;
   }
+  int http_port = absl::GetFlag(FLAGS_http_port);
+  const int http_threads = absl::GetFlag(FLAGS_http_threads);
+  if (http_port < -1 || http_port > 65535 || http_threads < 1 || http_threads > 1024) {
+    std::cerr << "deeplab-gateway: --http-port must be -1 (off) or 0..65535 and "
+                 "--http-threads 1..1024\n";
+    return 2;
+  }
+  if (tls.enabled() && http_port >= 0 && !absl::GetFlag(FLAGS_http_insecure)) {
+    std::cout << "deeplab-gateway: REST port off: it has no TLS and --tls-cert is set "
+                 "(--http-insecure serves it behind a TLS-terminating proxy)" << std::endl;
+    http_port = -1;
+  }
 
   auto registry = std::make_shared<prometheus::Registry>();
   deeplab::GatewayMetrics metrics(*registry);
   deeplab::Gateway gateway(options, &metrics);
   deeplab::SegmentationService service(&gateway, auth.get());
-  const std::vector<std::string> kHealthNames = {"deeplab.v1.Segmentation"};
+  deeplab::InferenceService inference_service(&gateway, auth.get(), &metrics);
+  const std::vector<std::string> kHealthNames = {"deeplab.v1.Segmentation",
+                                                 "inference.GRPCInferenceService"};
   // What a worker would refuse is refused here, before a request holds it (gRPC receives
   // the message whole, then checks its size): the image plus 1 MiB for the rest.
   server_options->max_receive_bytes = static_cast<int>(max_image_bytes + (1 << 20));
   server_options->max_send_bytes = absl::GetFlag(FLAGS_max_message_mb) << 20;
   const std::string& host = server_options->host;
   absl::StatusOr<deeplab::ServerEndpoints> endpoints =
-      deeplab::StartServer(*server_options, {&service}, kHealthNames);
+      deeplab::StartServer(*server_options, {&service, &inference_service}, kHealthNames);
   if (!endpoints.ok()) {
     std::cerr << "deeplab-gateway: " << endpoints.status().message() << "\n";
     return 1;
@@ -151,9 +175,27 @@ int Run() {
   endpoints->exposer->RegisterCollectable(registry);
   endpoints->exposer->RegisterCollectable(process_metrics);
   grpc::Server& server = *endpoints->server;
+  std::unique_ptr<deeplab::HttpInferenceServer> http;
+  if (http_port >= 0) {
+    deeplab::HttpOptions http_options;
+    http_options.host = host;
+    http_options.port = http_port;
+    http_options.threads = http_threads;
+    http_options.max_body_bytes = max_image_bytes + (1 << 20);
+    absl::StatusOr<std::unique_ptr<deeplab::HttpInferenceServer>> started =
+        deeplab::HttpInferenceServer::Start(http_options, &gateway, auth.get(), &metrics);
+    if (!started.ok()) {
+      std::cerr << "deeplab-gateway: --http-port: " << started.status().message() << "\n";
+      return 1;
+    }
+    http = *std::move(started);
+  }
   std::cout << "deeplab-gateway: grpc " << host << ":" << endpoints->port << std::endl;
   std::cout << "deeplab-gateway: metrics " << server_options->metrics_host << ":"
             << endpoints->metrics_port << "/metrics" << std::endl;
+  if (http != nullptr) {
+    std::cout << "deeplab-gateway: http " << host << ":" << http->port() << std::endl;
+  }
   if (tls.enabled()) {
     std::cout << "deeplab-gateway: TLS on"
               << (tls.client_ca_file.empty() ? "" : ", client certificates required") << std::endl;
@@ -173,6 +215,7 @@ int Run() {
   gateway.SetOnWorkersChanged(nullptr);
   deeplab::SetHealth(server, kHealthNames, false);
   const bool drained = gateway.Drain(absl::GetFlag(FLAGS_drain_timeout));
+  http.reset();  // its requests were answered by the drain
   server.Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   std::cout << "deeplab-gateway: " << (drained ? "drained, stopped" : "drain timed out, stopped")
             << std::endl;

@@ -68,7 +68,12 @@ GatewayMetrics::GatewayMetrics(prometheus::Registry& registry)
       rejections_(prometheus::BuildCounter()
                       .Name("deeplab_gateway_rejections_total")
                       .Help("Requests refused or dropped before running, by reason")
-                      .Register(registry)) {}
+                      .Register(registry)),
+      api_calls_(prometheus::BuildCounter()
+                     .Name("deeplab_gateway_api_calls_total")
+                     .Help("Open Inference Protocol calls answered, by api (oip_grpc, "
+                           "oip_rest), method and gRPC code")
+                     .Register(registry)) {}
 
 void GatewayMetrics::CountRequest(const std::string& model, const std::string& code,
                                   double total_seconds) {
@@ -114,6 +119,13 @@ void GatewayMetrics::CountRetry(const std::string& model) {
 
 void GatewayMetrics::CountRejection(const std::string& model, const std::string& reason) {
   rejections_.Add({{"model", model}, {"reason", reason}}).Increment();
+}
+
+void GatewayMetrics::CountApiCall(const std::string& api, const std::string& method,
+                                  absl::StatusCode code) {
+  api_calls_
+      .Add({{"api", api}, {"method", method}, {"code", absl::StatusCodeToString(code)}})
+      .Increment();
 }
 
 }  // namespace deeplab

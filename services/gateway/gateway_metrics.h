@@ -10,6 +10,8 @@
 
 #include <string>
 
+#include "absl/status/status.h"
+
 namespace deeplab {
 
 class GatewayMetrics {
@@ -31,6 +33,9 @@ class GatewayMetrics {
   // reason: queue_full, memory (--max-inflight-mb), deadline, not_ready (also while the
   // gateway drains), unknown_model, invalid, cancelled.
   void CountRejection(const std::string& model, const std::string& reason);
+  // One call of the Open Inference Protocol: api "oip_grpc" or "oip_rest", the method
+  // (ModelInfer, ModelMetadata, ...) and its code. Its images are also counted as requests.
+  void CountApiCall(const std::string& api, const std::string& method, absl::StatusCode code);
 
  private:
   prometheus::Family<prometheus::Counter>& requests_;
@@ -46,6 +51,7 @@ class GatewayMetrics {
   prometheus::Family<prometheus::Gauge>& workers_;
   prometheus::Family<prometheus::Counter>& retries_;
   prometheus::Family<prometheus::Counter>& rejections_;
+  prometheus::Family<prometheus::Counter>& api_calls_;
 };
 
 }  // namespace deeplab

@@ -6,17 +6,10 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "common/status_util.h"
+#include "services/gateway/call_deadline.h"
 
 namespace deeplab {
 namespace {
-
-absl::Time DeadlineOf(const grpc::CallbackServerContext* context) {
-  const auto deadline = context->deadline();
-  if (deadline >= std::chrono::system_clock::time_point::max() - std::chrono::hours(24 * 365)) {
-    return absl::InfiniteFuture();
-  }
-  return absl::FromChrono(deadline);
-}
 
 // One Segment call: submitted at construction, finished when the gateway answers.
 class SegmentReactor : public grpc::ServerUnaryReactor {
@@ -24,7 +17,7 @@ class SegmentReactor : public grpc::ServerUnaryReactor {
   SegmentReactor(Gateway* gateway, grpc::CallbackServerContext* context,
                  const v1::SegmentRequest* request, v1::SegmentResponse* response)
       : gateway_(gateway) {
-    id_ = gateway_->Submit(*request, response, DeadlineOf(context),
+    id_ = gateway_->Submit(*request, response, CallDeadline(context),
                            [this](absl::Status s) { Finish(ToGrpcStatus(s)); });
   }
   void OnCancel() override { gateway_->Cancel(id_); }
@@ -48,7 +41,7 @@ class StreamReactor
   // `grant` null: every weight set allowed.
   StreamReactor(Gateway* gateway, grpc::CallbackServerContext* context,
                 const TokenAuthenticator::Grant* grant)
-      : gateway_(gateway), deadline_(DeadlineOf(context)), grant_(grant) {
+      : gateway_(gateway), deadline_(CallDeadline(context)), grant_(grant) {
     StartRead(&incoming_);
   }
 
