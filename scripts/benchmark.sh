@@ -119,14 +119,15 @@ scrape() {
 }
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-# A base port with base..base+3 free for gRPC and base+1000.. for metrics.
+# A base port with base..base+3 free for gRPC and base+1000.. for metrics (base+2000: REST).
 pick_ports() {
   local base k busy
   for _ in $(seq 1 50); do
     base=$((20000 + RANDOM % 20000))
     busy=0
     for k in 0 1 2 3; do
-      if port_in_use $((base + k)) || port_in_use $((base + 1000 + k)); then busy=1; fi
+      if port_in_use $((base + k)) || port_in_use $((base + 1000 + k)) ||
+        port_in_use $((base + 2000 + k)); then busy=1; fi
     done
     [ $busy -eq 0 ] && { echo "$base"; return; }
   done
@@ -140,7 +141,7 @@ cluster_up() {
   port=$(pick_ports)
   metrics=$((port + 1000))
   bash "$root/scripts/cluster.sh" up --workers "$workers" --port "$port" --metrics-port "$metrics" \
-    --models "$models" --wait-for demo,demo_unbatched,xception65_512,tiny,tiny_nodelay --detach >/dev/null
+    --http-port $((port + 2000)) --models "$models" --wait-for demo,demo_unbatched,xception65_512,tiny,tiny_nodelay --detach >/dev/null
   gateway="127.0.0.1:$port"
   echo "  cluster: gateway $gateway, $workers worker(s) on ports $((port + 1))..$((port + workers))"
 }

@@ -2,7 +2,7 @@
 # A local deeplab-serve cluster on loopback: one gateway and N workers serving the model
 # repository.
 #
-#   bash scripts/cluster.sh up [--workers N] [--port 8000] [--metrics-port 9100]
+#   bash scripts/cluster.sh up [--workers N] [--port 8000] [--metrics-port 9100] [--http-port 8080]
 #                              [--models DIR] [--wait-for NAME[,NAME...]] [--detach]
 #   bash scripts/cluster.sh down
 #   bash scripts/cluster.sh status
@@ -69,12 +69,14 @@ cmd_status() {
 }
 
 cmd_up() {
-  local workers=1 port=8000 metrics_port=9100 models="$root/models" wait_for=demo detach=0
+  local workers=1 port=8000 metrics_port=9100 http_port=8080 models="$root/models" wait_for=demo
+  local detach=0
   while [ $# -gt 0 ]; do
     case "$1" in
       --workers) workers="$2"; shift 2 ;;
       --port) port="$2"; shift 2 ;;
       --metrics-port) metrics_port="$2"; shift 2 ;;
+      --http-port) http_port="$2"; shift 2 ;;
       --models) models="$2"; shift 2 ;;
       --wait-for) wait_for="$2"; shift 2 ;;
       --detach) detach=1; shift ;;
@@ -83,13 +85,15 @@ cmd_up() {
     esac
   done
   [[ "$workers" =~ ^[1-9][0-9]*$ ]] || die 2 "--workers must be a positive number"
-  [[ "$port" =~ ^[0-9]+$ && "$metrics_port" =~ ^[0-9]+$ ]] || die 2 "ports must be numbers"
+  [[ "$port" =~ ^[0-9]+$ && "$metrics_port" =~ ^[0-9]+$ && "$http_port" =~ ^[0-9]+$ ]] ||
+    die 2 "ports must be numbers"
   [ -d "$models" ] || die 2 "model repository '$models' is not a folder"
   for program in deeplab deeplab-gateway deeplab-worker; do
     [ -x "$bin/$program" ] || die 2 "$bin/$program is missing: build first (bash scripts/build.sh)"
   done
   mapfile -t running < <(live_pids)
   [ ${#running[@]} -eq 0 ] || die 2 "a local cluster is already running (bash scripts/cluster.sh down)"
+  port_in_use "$http_port" && die 2 "port $http_port is in use (choose another with --http-port)"
   local k
   for ((k = 0; k <= workers; k++)); do
     port_in_use $((port + k)) && die 2 "port $((port + k)) is in use (choose another with --port)"
@@ -114,7 +118,8 @@ cmd_up() {
     addresses+=("127.0.0.1:$((port + k))")
   done
   "${start[@]}" "$bin/deeplab-gateway" --host 127.0.0.1 --port "$port" \
-    --metrics-port "$metrics_port" --workers "$(IFS=,; echo "${addresses[*]}")" \
+    --metrics-port "$metrics_port" --http-port "$http_port" \
+    --workers "$(IFS=,; echo "${addresses[*]}")" \
     >"$state/gateway.log" 2>&1 </dev/null &
   echo "$! gateway" >>"$state/pids"
 
@@ -140,6 +145,7 @@ cmd_up() {
   {
     echo "gateway gRPC       127.0.0.1:$port"
     echo "gateway metrics    http://127.0.0.1:$metrics_port/metrics"
+    echo "gateway REST       http://127.0.0.1:$http_port/v2 (Open Inference Protocol)"
     for ((k = 1; k <= workers; k++)); do
       echo "worker-$k gRPC      127.0.0.1:$((port + k))"
       echo "worker-$k metrics   http://127.0.0.1:$((metrics_port + k))/metrics"

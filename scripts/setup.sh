@@ -7,13 +7,15 @@
 #   bash scripts/setup.sh [--keep-running]
 #
 # With --keep-running the cluster stays up afterwards (stop it: bash scripts/cluster.sh down).
-# DEEPLAB_PORT / DEEPLAB_METRICS_PORT choose other ports than 8000 / 9100.
+# DEEPLAB_PORT / DEEPLAB_METRICS_PORT / DEEPLAB_HTTP_PORT choose other ports than 8000 / 9100 /
+# 8080 (the REST port of the Open Inference Protocol).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 keep=0
 [ "${1:-}" = "--keep-running" ] && keep=1
 port="${DEEPLAB_PORT:-8000}"
 metrics_port="${DEEPLAB_METRICS_PORT:-9100}"
+http_port="${DEEPLAB_HTTP_PORT:-8080}"
 out="$PWD/deeplab-out/samples"
 
 bash scripts/install_deps.sh
@@ -21,7 +23,8 @@ bash scripts/build.sh
 
 echo
 echo "== starting a local cluster (gateway 127.0.0.1:$port, one worker)"
-bash scripts/cluster.sh up --detach --port "$port" --metrics-port "$metrics_port"
+bash scripts/cluster.sh up --detach --port "$port" --metrics-port "$metrics_port" \
+  --http-port "$http_port"
 if [ $keep -eq 0 ]; then
   trap 'echo; echo "== stopping the local cluster"; bash scripts/cluster.sh down' EXIT
 fi

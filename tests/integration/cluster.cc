@@ -106,6 +106,11 @@ Server StartServer(const std::string& binary, const std::string& name,
   for (const char* word : {"--host", "127.0.0.1", "--port", "0", "--metrics-port", "0"}) {
     argv.push_back(word);
   }
+  // The gateway's REST port too, so that tests running side by side do not share 8080.
+  if (name == "deeplab-gateway") {
+    argv.push_back("--http-port");
+    argv.push_back("0");
+  }
   argv.insert(argv.end(), args.begin(), args.end());
   auto process = ChildProcess::Start(argv);
   EXPECT_TRUE(process.ok()) << process.status();

@@ -33,10 +33,16 @@ cp -r "$src/models/demo" "$repo/"
 
 port=$(pick_port)
 metrics=$(pick_port)
+http=$(pick_port)
 out=$(bash "$src/scripts/cluster.sh" up --detach --workers 2 --models "$repo" --port "$port" \
-  --metrics-port "$metrics" 2>&1) || fail "up failed: $out"
+  --metrics-port "$metrics" --http-port "$http" 2>&1) || fail "up failed: $out"
 grep -q "gateway gRPC       127.0.0.1:$port" <<<"$out" || fail "no gateway endpoint in: $out"
 grep -q "http://127.0.0.1:$metrics/metrics" <<<"$out" || fail "no metrics endpoint in: $out"
+grep -q "http://127.0.0.1:$http/v2" <<<"$out" || fail "no REST endpoint in: $out"
+# The REST port answers the Open Inference Protocol.
+ready=$(python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())' \
+  "http://127.0.0.1:$http/v2/models/demo/ready") || fail "REST model ready failed"
+grep -q '"ready":true' <<<"$ready" || fail "REST says demo is not ready: $ready"
 # Worker K listens on port+K and metrics-port+K, and the gateway knows both.
 grep -q "worker-2 gRPC      127.0.0.1:$((port + 2))" <<<"$out" || fail "no worker-2 endpoint in: $out"
 grep -q "http://127.0.0.1:$((metrics + 2))/metrics" <<<"$out" || fail "no worker-2 metrics in: $out"
@@ -84,8 +90,9 @@ set -e
 # Foreground: a signal (Ctrl-C or SIGTERM) stops everything.
 port=$(pick_port)
 metrics=$(pick_port)
+http=$(pick_port)
 bash "$src/scripts/cluster.sh" up --models "$repo" --port "$port" --metrics-port "$metrics" \
-  >"$work/foreground.log" 2>&1 &
+  --http-port "$http" >"$work/foreground.log" 2>&1 &
 script_pid=$!
 for _ in $(seq 600); do
   grep -q "press Ctrl-C" "$work/foreground.log" && break

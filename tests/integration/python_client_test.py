@@ -94,7 +94,8 @@ def main():
         print(("ok   " if condition else "FAIL ") + what, flush=True)
 
     try:
-        gateway = Server([args.gateway, "--workers", worker.address, "--status-interval", "200ms"]
+        gateway = Server([args.gateway, "--workers", worker.address, "--status-interval", "200ms",
+                          "--http-port", "0"]
                          + common, "deeplab-gateway", None)
         channel = grpc.insecure_channel(gateway.address, options=[
             ("grpc.max_receive_message_length", 256 << 20),

@@ -247,7 +247,8 @@ class Soak:
         a.wait_started("ready", 300)
         b.wait_started("ready", 300)
         gateway = Server("deeplab-gateway", "gateway", [
-            self.args.gateway, "--workers", f"{a.address},{b.address}", "--status-interval",
+            self.args.gateway, "--http-port", "0", "--workers", f"{a.address},{b.address}",
+            "--status-interval",
             "200ms", "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0"], self.tmp)
         self.servers["gateway"] = gateway.wait_started(None, 60)
         self.channel = grpc.insecure_channel(gateway.address, options=[
