@@ -14,13 +14,18 @@ from Python (grpcio), the deeplab CLI and the C++ example:
   - the token appears in neither the gateway's logs nor its metrics;
   - ListModels' not-ready reasons name no server path;
   - bad TLS files stop a server at start with exit 2 and a message naming the file;
-  - a rotated certificate is served without a restart.
+  - a rotated certificate is served without a restart;
+  - the Open Inference Protocol needs the same tokens for its model calls (gRPC and REST;
+    health stays open), and the REST port, which has no TLS, stays off beside a TLS gRPC port
+    unless --http-insecure.
 
 Usage: security_test.py --worker BIN --gateway BIN --cli BIN --example BIN --source DIR
 """
 
 import argparse
+import base64
 import hashlib
+import json
 import os
 import shutil
 import socket
@@ -29,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 import grpc
@@ -102,11 +108,12 @@ def main():
     if protoc.main(["protoc", f"-I{args.source}/protos", f"--python_out={stubs}",
                     f"--grpc_python_out={stubs}", "deeplab/v1/common.proto",
                     "deeplab/v1/segmentation.proto", "deeplab/v1/worker.proto",
-                    "deeplab/v1/model_config.proto"]) != 0:
+                    "deeplab/v1/model_config.proto", "inference/grpc_predict_v2.proto"]) != 0:
         raise RuntimeError("protoc failed")
     sys.path.insert(0, stubs)
     from deeplab.v1 import common_pb2, segmentation_pb2, segmentation_pb2_grpc  # noqa: E402
     from deeplab.v1 import worker_pb2, worker_pb2_grpc  # noqa: E402
+    from inference import grpc_predict_v2_pb2 as oip, grpc_predict_v2_pb2_grpc as oip_grpc  # noqa: E402
 
     pki = os.path.join(tmp, "pki")
     os.makedirs(pki)
@@ -175,6 +182,7 @@ def main():
     gateway = None
     try:
         gateway = Server([args.gateway, "--workers", worker.address, "--status-interval", "200ms",
+                          "--http-port", "0",
                           "--worker-tls-ca", p("ca.crt"), "--worker-tls-cert", p("client.crt"),
                           "--worker-tls-key", p("client.key"), "--tokens-file", tokens,
                           "--metrics-host", "127.0.0.2"]
@@ -314,12 +322,70 @@ def main():
             channel(gateway.address)).Segment(request, metadata=auth, timeout=60))
         check(code == grpc.StatusCode.OK, f"served after the rotation ({code})")
 
+        # The Open Inference Protocol: the same tokens; health and server metadata open.
+        check(any("REST port off" in line for line in gateway.lines),
+              "with --tls-cert the plaintext REST port stays off")
+        inference = oip_grpc.GRPCInferenceServiceStub(channel(gateway.address))
+        infer = oip.ModelInferRequest(model_name="colour", inputs=[
+            oip.ModelInferRequest.InferInputTensor(
+                name="image", datatype="BYTES", shape=[1],
+                contents=oip.InferTensorContents(bytes_contents=[photo]))])
+        code, _ = code_of(lambda: inference.ServerLive(oip.ServerLiveRequest(), timeout=10))
+        check(code == grpc.StatusCode.OK, f"OIP ServerLive needs no token ({code})")
+        code, _ = code_of(lambda: inference.ModelInfer(infer, timeout=30))
+        check(code == grpc.StatusCode.UNAUTHENTICATED, f"OIP ModelInfer without token ({code})")
+        code, _ = code_of(lambda: inference.ModelMetadata(
+            oip.ModelMetadataRequest(name="colour"), metadata=other, timeout=30))
+        check(code == grpc.StatusCode.PERMISSION_DENIED,
+              f"OIP ModelMetadata with another weight set's token ({code})")
+        code, _ = code_of(lambda: inference.ModelInfer(infer, metadata=auth, timeout=60))
+        check(code == grpc.StatusCode.OK, f"OIP ModelInfer with certificate and token ({code})")
+
+        # REST beside TLS only with --http-insecure (behind a TLS-terminating proxy); tokens.
+        rest_gateway = Server([args.gateway, "--workers", worker.address, "--http-port", "0",
+                               "--http-insecure", "--worker-tls-ca", p("ca.crt"),
+                               "--worker-tls-cert", p("client.crt"), "--worker-tls-key",
+                               p("client.key"), "--tokens-file", tokens]
+                              + common + server_tls, "deeplab-gateway", "http",
+                              os.path.join(tmp, "rest-gateway.log"))
+        try:
+            http = next(line.split()[-1] for line in rest_gateway.lines
+                        if line.startswith("deeplab-gateway: http "))
+
+            def rest(path, token=None, body=None):
+                request = urllib.request.Request(f"http://{http}{path}", data=body)
+                if token:
+                    request.add_header("Authorization", f"Bearer {token}")
+                try:
+                    with urllib.request.urlopen(request, timeout=60) as r:
+                        return r.status, r.read()
+                except urllib.error.HTTPError as e:
+                    return e.code, e.read()
+
+            body = json.dumps({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
+                                           "parameters": {"content_type": "base64"},
+                                           "data": [base64.b64encode(photo).decode()]}]}).encode()
+            deadline = time.time() + 30
+            while rest("/v2/health/ready")[0] != 200 and time.time() < deadline:
+                time.sleep(0.2)
+            check(rest("/v2/health/ready")[0] == 200, "REST health needs no token")
+            check(rest("/v2/models/colour")[0] == 401, "REST metadata without token: 401")
+            check(rest("/v2/models/colour", "wrong")[0] == 401, "REST unknown token: 401")
+            status, _ = rest("/v2/models/colour/infer", OTHER_TOKEN, body)
+            check(status == 403, f"REST infer with another weight set's token: 403 ({status})")
+            status, answer = rest("/v2/models/colour/infer", TOKEN, body)
+            check(status == 200 and json.loads(answer)["outputs"][0]["name"] == "labels",
+                  f"REST infer with the token ({status})")
+        finally:
+            rest_gateway.stop()
+
         # Tokens in no log and no metric; metrics on their own address (--metrics-host).
         check(gateway.metrics.startswith("127.0.0.2:"),
               f"metrics listen on --metrics-host ({gateway.metrics})")
         metrics = urllib.request.urlopen(f"http://{gateway.metrics}", timeout=10).read().decode()
         gateway.stop()
-        logs = open(os.path.join(tmp, "gateway.log")).read() + "".join(gateway.lines)
+        logs = (open(os.path.join(tmp, "gateway.log")).read() + "".join(gateway.lines) +
+                open(os.path.join(tmp, "rest-gateway.log")).read())
         check(TOKEN not in logs and OTHER_TOKEN not in logs and TOKEN not in metrics,
               "tokens appear in neither logs nor metrics")
         gateway = None
