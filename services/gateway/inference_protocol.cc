@@ -1,5 +1,6 @@
 #include "services/gateway/inference_protocol.h"
 
+#include <algorithm>
 #include <cstring>
 #include <set>
 #include <utility>
@@ -228,6 +229,13 @@ absl::StatusOr<InferPlan> PlanInfer(const inference::ModelInferRequest& request,
         return absl::InvalidArgumentError("parameter overlay_alpha must be in 0..1");
       }
       outputs.set_overlay_alpha(static_cast<float>(*v));
+    } else if (name == "timeout") {
+      absl::StatusOr<int64_t> v = IntParameter(value, name);
+      if (!v.ok()) return v.status();
+      if (*v < 1) {
+        return absl::InvalidArgumentError("parameter timeout (microseconds) must be positive");
+      }
+      plan.timeout = absl::Microseconds(*v);
     }
     // Other parameters (binary_data_output, timeout, ...) are the transport's or ignored, as
     // the protocol allows.
@@ -458,6 +466,9 @@ void InferCall::Run(const inference::ModelInferRequest& request, absl::Time dead
     return;
   }
   plan_ = *std::move(plan);
+  if (plan_.timeout != absl::InfiniteDuration()) {
+    deadline = std::min(deadline, absl::Now() + plan_.timeout);
+  }
   echo_.set_id(request.id());
   echo_.set_model_name(request.model_name());
   answers_.resize(plan_.requests.size());

@@ -45,6 +45,8 @@ struct InferPlan {
   std::vector<std::string> outputs;  // output names, in the order they are answered
   bool batched = true;               // false: the input was [H, W, C]; N left out of shapes
   int num_classes = 0;
+  // From the request parameter "timeout" (microseconds, as Triton's): the images' deadline.
+  absl::Duration timeout = absl::InfiniteDuration();
 };
 
 // Checks the request against `model` (exactly one input of a supported datatype and shape,

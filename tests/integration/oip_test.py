@@ -773,6 +773,12 @@ class Test:
         self.expect_http_error("GET", "/v2/models/colour/infer", 405,
                                "GET /v2/models/colour/infer: 405")
         self.expect_http_error("PUT", "/v2", 405, "PUT /v2: 405", obj={})
+        # The "timeout" parameter (microseconds): 1 us passes before any batch forms.
+        self.expect_http_error(
+            "POST", "/v2/models/colour/infer", 504, "timeout parameter of 1 us: 504",
+            obj={"parameters": {"timeout": 1}, "inputs": [
+                {"name": "x", "datatype": "UINT8", "shape": [2, 2, 3], "data": [0] * 12}]},
+            prefix="image 0: ")
 
     def rest_infer(self):
         path = "/v2/models/colour/infer"

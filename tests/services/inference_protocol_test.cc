@@ -219,6 +219,11 @@ TEST(PlanInferTest, BadRequestsSayWhatIsWrong) {
     (*r.mutable_parameters())["overlay_alpha"].set_double_param(1.5);
     cases.push_back({"alpha out of range", r, "0..1"});
   }
+  {
+    inference::ModelInferRequest r = BytesRequest({"a"});
+    (*r.mutable_parameters())["timeout"].set_int64_param(0);
+    cases.push_back({"zero timeout", r, "must be positive"});
+  }
   for (const Case& c : cases) {
     const auto plan = oip::PlanInfer(c.request, Colour());
     EXPECT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument) << c.what;
@@ -231,6 +236,7 @@ TEST(PlanInferTest, ParametersReachTheRequests) {
   r.set_id("call-7");
   (*r.mutable_parameters())["priority"].set_int64_param(3);
   (*r.mutable_parameters())["overlay_alpha"].set_double_param(0.25);
+  (*r.mutable_parameters())["timeout"].set_int64_param(2500000);
   (*r.mutable_parameters())["something_else"].set_bool_param(true);  // ignored
   r.add_outputs()->set_name("overlay_png");
   const auto plan = oip::PlanInfer(r, Colour());
@@ -240,6 +246,7 @@ TEST(PlanInferTest, ParametersReachTheRequests) {
   EXPECT_TRUE(plan->requests[1].outputs().overlay_png());
   EXPECT_FALSE(plan->requests[1].outputs().label_raw());
   EXPECT_EQ(plan->requests[1].request_id(), "call-7#1");
+  EXPECT_EQ(plan->timeout, absl::Milliseconds(2500));
 }
 
 v1::SegmentResponse Answer(int h, int w, char label, std::vector<std::pair<int, double>> stats) {
