@@ -692,7 +692,8 @@ absl::Status CheckImageBytes(const v1::Image& image, const ImageLimits& limits) 
   return ByteLimit(static_cast<int64_t>(image.encoded().size()), limits, "image");
 }
 
-absl::StatusOr<cv::Mat> DecodeImage(std::string_view bytes, const ImageLimits& limits) {
+absl::StatusOr<DecodedImage> DecodeImageAtLeast(std::string_view bytes, const ImageLimits& limits,
+                                                const MinimumSize& minimum) {
   if (bytes.empty()) return Invalid("the image is empty: no bytes were sent");
   const int64_t size = static_cast<int64_t>(bytes.size());
   if (absl::Status status = ByteLimit(size, limits, "image"); !status.ok()) return status;
@@ -715,15 +716,37 @@ absl::StatusOr<cv::Mat> DecodeImage(std::string_view bytes, const ImageLimits& l
   absl::StatusOr<Layout> layout = CheckLayout(*probed, bytes, limits);
   if (!layout.ok()) return layout.status();
 
+  DecodedImage out;
+  // The original size after orientation: EXIF orientations 5-8 swap the sides.
+  const bool swaps = layout->orientation >= 5 || layout->decoder_transposes;
+  out.height = static_cast<int>(swaps ? header.width : header.height);
+  out.width = static_cast<int>(swaps ? header.height : header.width);
+  int flags = ImreadFlags(format);
+  if (format == Format::kJpeg && minimum) {
+    const cv::Size need = minimum(out.height, out.width);
+    for (const auto& [denominator, reduced_flags] :
+         {std::pair{8, cv::IMREAD_REDUCED_COLOR_8}, std::pair{4, cv::IMREAD_REDUCED_COLOR_4},
+          std::pair{2, cv::IMREAD_REDUCED_COLOR_2}}) {
+      // libjpeg's scaled size rounds up.
+      if ((out.height + denominator - 1) / denominator >= need.height &&
+          (out.width + denominator - 1) / denominator >= need.width) {
+        out.reduction = denominator;
+        flags = reduced_flags | cv::IMREAD_IGNORE_ORIENTATION;
+        break;
+      }
+    }
+  }
+
   const std::string corrupt =
       absl::StrCat("could not decode ", FormatName(format), " image: the data is corrupt");
   // OpenCV reports failures by exceptions as well as by an empty result; neither may escape.
   try {
     // imdecode only reads the buffer, so wrapping it without a copy is safe.
     const cv::Mat buffer(1, static_cast<int>(size), CV_8UC1, const_cast<char*>(bytes.data()));
-    const cv::Mat decoded = cv::imdecode(buffer, ImreadFlags(format));
+    const cv::Mat decoded = cv::imdecode(buffer, flags);
     if (decoded.empty()) return Invalid(corrupt);
-    int64_t want_width = header.width, want_height = header.height;
+    const int r = out.reduction;
+    int64_t want_width = (header.width + r - 1) / r, want_height = (header.height + r - 1) / r;
     if (layout->decoder_transposes) std::swap(want_width, want_height);
     if (decoded.cols != want_width || decoded.rows != want_height) {
       return Invalid(absl::StrCat(corrupt, " (the header says ", SizeText(want_width, want_height),
@@ -732,7 +755,8 @@ absl::StatusOr<cv::Mat> DecodeImage(std::string_view bytes, const ImageLimits& l
     absl::StatusOr<cv::Mat> rgb = ToRgb8(decoded, format);
     if (!rgb.ok()) return rgb.status();
     ApplyOrientation(layout->orientation, *rgb);
-    return rgb;
+    out.rgb = *std::move(rgb);
+    return out;
   } catch (const std::bad_alloc&) {
     // Within the pixel limit this is the process running short, not the caller's fault.
     return absl::ResourceExhaustedError(absl::StrCat("out of memory decoding a ",
@@ -742,6 +766,12 @@ absl::StatusOr<cv::Mat> DecodeImage(std::string_view bytes, const ImageLimits& l
     // cv::Exception from a decoder's assertion; its text names OpenCV internals, not the input.
     return Invalid(corrupt);
   }
+}
+
+absl::StatusOr<cv::Mat> DecodeImage(std::string_view bytes, const ImageLimits& limits) {
+  absl::StatusOr<DecodedImage> decoded = DecodeImageAtLeast(bytes, limits, nullptr);
+  if (!decoded.ok()) return decoded.status();
+  return std::move(decoded->rgb);
 }
 
 absl::StatusOr<cv::Mat> ImageFromRaw(const v1::RawImage& raw, const ImageLimits& limits) {
@@ -797,6 +827,21 @@ absl::StatusOr<cv::Mat> DecodeImageMessage(const v1::Image& image, const ImageLi
       break;
   }
   return Invalid("the image is empty: set image.encoded (file bytes) or image.raw (pixels)");
+}
+
+absl::StatusOr<DecodedImage> DecodeImageMessageAtLeast(const v1::Image& image,
+                                                       const ImageLimits& limits,
+                                                       const MinimumSize& minimum) {
+  if (image.source_case() == v1::Image::kEncoded) {
+    return DecodeImageAtLeast(image.encoded(), limits, minimum);
+  }
+  absl::StatusOr<cv::Mat> rgb = DecodeImageMessage(image, limits);
+  if (!rgb.ok()) return rgb.status();
+  DecodedImage out;
+  out.height = rgb->rows;
+  out.width = rgb->cols;
+  out.rgb = *std::move(rgb);
+  return out;
 }
 
 std::string EncodePng(const cv::Mat& image, int compression) {

@@ -12,6 +12,8 @@
 #include <string>
 #include <string_view>
 
+#include <functional>
+
 #include <opencv2/core.hpp>
 
 #include "absl/status/statusor.h"
@@ -45,6 +47,27 @@ absl::StatusOr<ImageHeader> ProbeImageHeader(std::string_view bytes);
 // a truncated or corrupt file is refused, not returned half grey.
 absl::StatusOr<cv::Mat> DecodeImage(std::string_view bytes, const ImageLimits& limits);
 
+// An image decoded for a network input of known size: `rgb` may be smaller than the
+// original (`height` x `width`, after EXIF orientation) when a JPEG was decoded at a
+// reduced scale (`reduction` 2, 4 or 8: libjpeg's DCT scaling, which skips most of the
+// decoding work); otherwise `rgb` is the original and `reduction` 1.
+struct DecodedImage {
+  cv::Mat rgb;
+  int height = 0;
+  int width = 0;
+  int reduction = 1;
+};
+
+// The smallest size (cv::Size(width, height)) the caller will resize an image of the given
+// original size to; the decoder keeps at least that many pixels on each side.
+using MinimumSize = std::function<cv::Size(int height, int width)>;
+
+// DecodeImage, except that a JPEG is decoded at the largest reduction (1/2, 1/4, 1/8) that
+// still gives at least `minimum(height, width)`. Other formats, and a null `minimum`,
+// decode at full size. Limits, orientation and errors as DecodeImage.
+absl::StatusOr<DecodedImage> DecodeImageAtLeast(std::string_view bytes, const ImageLimits& limits,
+                                                const MinimumSize& minimum);
+
 // The same for raw pixels (1, 3 or 4 interleaved uint8 channels; RGB order).
 absl::StatusOr<cv::Mat> ImageFromRaw(const v1::RawImage& raw, const ImageLimits& limits);
 
@@ -55,6 +78,10 @@ absl::Status CheckImageBytes(const v1::Image& image, const ImageLimits& limits);
 
 // Dispatches on the oneof: encoded bytes or raw pixels; an empty Image is an error.
 absl::StatusOr<cv::Mat> DecodeImageMessage(const v1::Image& image, const ImageLimits& limits);
+// The same with DecodeImageAtLeast for encoded images (raw pixels are never reduced).
+absl::StatusOr<DecodedImage> DecodeImageMessageAtLeast(const v1::Image& image,
+                                                       const ImageLimits& limits,
+                                                       const MinimumSize& minimum);
 
 // PNG of an 8-bit image: 1 channel (grey) or 3 channels in R, G, B order.
 // `compression` is PNG's 0-9 (1 is fast and close to the best size for label maps).

@@ -73,6 +73,9 @@ ABSL_FLAG(std::string, precision, "config",
           "In-process: config, auto, fp32, bf16 or fp16, as deeplab-worker --precision");
 ABSL_FLAG(std::string, layout, "auto",
           "In-process: auto, nchw or channels_last, as deeplab-worker --layout");
+ABSL_FLAG(bool, reduced_decode, true,
+          "In-process: decode JPEGs at a reduced scale where the input allows, as "
+          "deeplab-worker --reduced-decode");
 
 namespace deeplab::bench {
 namespace {
@@ -118,6 +121,7 @@ int RunInProcessMode(const std::vector<BenchImage>& images, const v1::OutputOpti
   options.device = absl::GetFlag(FLAGS_device);
   options.precision = absl::GetFlag(FLAGS_precision);
   options.layout = absl::GetFlag(FLAGS_layout);
+  options.reduced_decode = absl::GetFlag(FLAGS_reduced_decode);
   if (absl::Status s = CheckInProcessOptions(options); !s.ok()) {
     return BadArguments(std::string(s.message()));
   }

@@ -168,6 +168,7 @@ absl::Status RunInProcess(const InProcessOptions& options,
   worker.layout = *layout;
   worker.precision = *precision;
   worker.instances = instances;
+  worker.reduced_decode = options.reduced_decode;
   worker.batch_slots = DefaultBatchSlots(options.batch_slots, instances, options.device);
   worker.pipeline_threads = options.pipeline_threads > 0 ? options.pipeline_threads : Cores();
   // The worker splits batches above --max-forward-batch (32); here every batch size should

@@ -40,6 +40,7 @@ struct InProcessOptions {
   int batch_slots = 0;  // batches in flight, as deeplab-worker --batch-slots (0: its default)
   std::string precision = "config";  // as deeplab-worker --precision
   std::string layout = "auto";       // as deeplab-worker --layout
+  bool reduced_decode = true;        // as deeplab-worker --reduced-decode
 };
 
 // Filled before the first batch size runs.

@@ -987,6 +987,100 @@ TEST(RealPhotosTest, PhoneJpegWithOrientationSixIsTurnedUpright) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Reduced decoding (DecodeImageAtLeast)
+
+MinimumSize AtLeast(int width, int height) {
+  return [width, height](int, int) { return cv::Size(width, height); };
+}
+
+TEST(ReducedDecodeTest, JpegTakesTheLargestReductionThatKeepsTheMinimum) {
+  // 3024x4032 (its sides divide by 8): 1/8 is 378x504, 1/4 756x1008, 1/2 1512x2016.
+  const std::string jpeg = ReadFile(PhotoPath("cat.jpg"));
+  absl::StatusOr<DecodedImage> full = DecodeImageAtLeast(jpeg, kDefaultLimits, nullptr);
+  ASSERT_TRUE(full.ok()) << full.status();
+  EXPECT_EQ(full->reduction, 1);
+  const int h = full->height, w = full->width;
+  EXPECT_EQ(full->rgb.size(), cv::Size(w, h));
+  struct Case {
+    cv::Size minimum;
+    int reduction;
+  };
+  for (const Case& c : {Case{{w / 8, h / 8}, 8}, Case{{w / 8 + 1, 1}, 4}, Case{{w / 4, h / 4}, 4},
+                        Case{{1, h / 4 + 1}, 2}, Case{{w / 2 + 1, 1}, 1}}) {
+    absl::StatusOr<DecodedImage> d =
+        DecodeImageAtLeast(jpeg, kDefaultLimits, AtLeast(c.minimum.width, c.minimum.height));
+    ASSERT_TRUE(d.ok()) << d.status();
+    EXPECT_EQ(d->reduction, c.reduction) << c.minimum;
+    // The original size is reported whatever the reduction; the pixels round up.
+    EXPECT_EQ(d->height, h);
+    EXPECT_EQ(d->width, w);
+    const int r = c.reduction;
+    EXPECT_EQ(d->rgb.size(), cv::Size((w + r - 1) / r, (h + r - 1) / r)) << c.minimum;
+    EXPECT_GE(d->rgb.cols, c.minimum.width);
+    EXPECT_GE(d->rgb.rows, c.minimum.height);
+    // The same picture: close to the full decode shrunk to the same size.
+    cv::Mat shrunk;
+    cv::resize(full->rgb, shrunk, d->rgb.size(), 0, 0, cv::INTER_AREA);
+    EXPECT_LT(cv::norm(shrunk, d->rgb, cv::NORM_L1) / static_cast<double>(shrunk.total() * 3), 4.0)
+        << "mean absolute difference per sample at 1/" << r;
+  }
+}
+
+TEST(ReducedDecodeTest, OrientationIsHonouredAndTheMinimumSeesTheUprightSize) {
+  // Stored 64 wide, 32 high; orientation 6 makes it 32 wide, 64 high.
+  const std::string jpeg = JpegWithExif(Encode(QuadrantsBgr(64, 32), ".jpg"), 6);
+  int seen_height = 0, seen_width = 0;
+  absl::StatusOr<DecodedImage> d =
+      DecodeImageAtLeast(jpeg, kDefaultLimits, [&](int height, int width) {
+        seen_height = height;
+        seen_width = width;
+        return cv::Size(16, 32);
+      });
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(seen_height, 64);
+  EXPECT_EQ(seen_width, 32);
+  EXPECT_EQ(d->reduction, 2);
+  EXPECT_EQ(d->height, 64);
+  EXPECT_EQ(d->width, 32);
+  ASSERT_EQ(d->rgb.size(), cv::Size(16, 32));
+  ExpectColourNear(At(d->rgb, 12, 4), kRgbRed, 60, "top-right");
+  ExpectColourNear(At(d->rgb, 4, 4), kRgbBlue, 60, "top-left");
+}
+
+TEST(ReducedDecodeTest, OtherFormatsAndRawPixelsDecodeAtFullSize) {
+  const cv::Mat bgr = QuadrantsBgr(64, 32);
+  for (const char* ext : {".png", ".bmp", ".webp"}) {
+    absl::StatusOr<DecodedImage> d =
+        DecodeImageAtLeast(Encode(bgr, ext), kDefaultLimits, AtLeast(4, 4));
+    ASSERT_TRUE(d.ok()) << ext << ": " << d.status();
+    EXPECT_EQ(d->reduction, 1) << ext;
+    EXPECT_EQ(d->rgb.size(), cv::Size(64, 32)) << ext;
+  }
+  v1::Image raw;
+  raw.mutable_raw()->set_height(2);
+  raw.mutable_raw()->set_width(3);
+  raw.mutable_raw()->set_channels(3);
+  raw.mutable_raw()->set_data(std::string(18, '\x10'));
+  absl::StatusOr<DecodedImage> d = DecodeImageMessageAtLeast(raw, kDefaultLimits, AtLeast(1, 1));
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->reduction, 1);
+  EXPECT_EQ(d->height, 2);
+  EXPECT_EQ(d->width, 3);
+}
+
+TEST(ReducedDecodeTest, LimitsAndCorruptionStillApply) {
+  const std::string jpeg = ReadFile(PhotoPath("cat.jpg"));
+  ImageLimits small = kDefaultLimits;
+  small.max_pixels = 1000;
+  EXPECT_EQ(DecodeImageAtLeast(jpeg, small, AtLeast(8, 8)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  const std::string truncated = jpeg.substr(0, jpeg.size() / 2);
+  absl::StatusOr<DecodedImage> d = DecodeImageAtLeast(truncated, kDefaultLimits, AtLeast(8, 8));
+  EXPECT_EQ(d.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(d.status().message()), HasSubstr("truncated"));
+}
+
+// ---------------------------------------------------------------------------------------------
 // Limits
 
 TEST(DecodeLimitsTest, ByteLimitNamesBothNumbers) {

@@ -1,4 +1,6 @@
-// Encoded image bytes, as a request's image.encoded: ProbeImageHeader and DecodeImage.
+// Encoded image bytes, as a request's image.encoded: ProbeImageHeader, DecodeImage, and
+// DecodeImageAtLeast (a JPEG decoded at a reduced scale: the result covers the minimum and
+// reports the same original size as the full decode).
 // Properties: errors are the caller's (INVALID_ARGUMENT) or memory (RESOURCE_EXHAUSTED); a
 // decoded image is 8-bit RGB of the size the header promised (sides swapped by an EXIF or
 // TIFF orientation that turns it); nothing is decoded that the probe refused.
@@ -32,5 +34,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                      absl::StrCat(header->format, " header ", header->width, "x", header->height,
                                   ", decoded ", rgb->cols, "x", rgb->rows));
   DEEPLAB_FUZZ_CHECK(rgb->total() <= static_cast<size_t>(limits.max_pixels), "over the limit");
+
+  // The same bytes for a small network input: a quarter of each side at least.
+  const absl::StatusOr<deeplab::DecodedImage> reduced = deeplab::DecodeImageAtLeast(
+      bytes, limits, [](int height, int width) { return cv::Size((width + 3) / 4, (height + 3) / 4); });
+  if (!reduced.ok()) {
+    // A reduced JPEG decode reads fewer coefficients, but a file the full decode took must
+    // not fail it for anything but memory.
+    DEEPLAB_FUZZ_CHECK(absl::IsResourceExhausted(reduced.status()), reduced.status().ToString());
+    return 0;
+  }
+  DEEPLAB_FUZZ_CHECK(reduced->height == rgb->rows && reduced->width == rgb->cols,
+                     absl::StrCat("reduced decode reports ", reduced->width, "x", reduced->height,
+                                  ", full ", rgb->cols, "x", rgb->rows));
+  DEEPLAB_FUZZ_CHECK(reduced->rgb.type() == CV_8UC3 &&
+                         reduced->rgb.cols >= (rgb->cols + 3) / 4 &&
+                         reduced->rgb.rows >= (rgb->rows + 3) / 4,
+                     absl::StrCat("reduced to ", reduced->rgb.cols, "x", reduced->rgb.rows,
+                                  " from ", rgb->cols, "x", rgb->rows));
   return 0;
 }

@@ -214,6 +214,47 @@ TEST_F(EngineTest, ExifOrientationIsHonoured) {
   EXPECT_EQ(Mismatches(labels, DominantChannel(rotated), 4), 0);
 }
 
+TEST_F(EngineTest, ReducedJpegDecodingKeepsTheLabelsAtTheOriginalSize) {
+  // A 600x820 JPEG for a 64x64 letterbox input decodes at 1/8 (75x103): the outputs still
+  // come back at 600x820, and agree with a full decode everywhere but next to block edges.
+  cv::Mat img = Blocks(600, 820, 5, 7);
+  std::vector<uint8_t> jpeg;
+  cv::Mat bgr;
+  cv::cvtColor(img, bgr, cv::COLOR_RGB2BGR);
+  cv::imencode(".jpg", bgr, jpeg, {cv::IMWRITE_JPEG_QUALITY, 95});
+  // Orientation 6 too: the reduction is chosen on the upright size.
+  const std::string file = WithExifOrientation(std::string(jpeg.begin(), jpeg.end()), 6);
+  cv::Mat upright;
+  cv::rotate(img, upright, cv::ROTATE_90_CLOCKWISE);
+
+  WorkerOptions full_options = options_;
+  full_options.reduced_decode = false;
+  WorkerEngine full_engine(full_options, nullptr);
+  full_engine.LoadWeightSet(ColourConfig("letterbox", 64, 64, v1::RESIZE_MODE_LETTERBOX),
+                            *dir_ + "/colour_argmax.pt");
+  v1::InferResponse full_response;
+  std::promise<absl::Status> done;
+  const v1::InferRequest request = Request("letterbox", {file});  // outlives the call
+  full_engine.Infer(request, &full_response, [&](absl::Status s) { done.set_value(s); });
+  ASSERT_TRUE(done.get_future().get().ok());
+
+  v1::InferResponse reduced_response = Run(Request("letterbox", {file}));
+  for (const v1::InferResponse* r : {&full_response, &reduced_response}) {
+    ASSERT_EQ(r->items(0).code(), 0) << r->items(0).message();
+    EXPECT_EQ(r->items(0).result().height(), 820);
+    EXPECT_EQ(r->items(0).result().width(), 600);
+  }
+  const cv::Mat full = DecodeLabelPng(full_response.items(0).result().label_png());
+  const cv::Mat reduced = DecodeLabelPng(reduced_response.items(0).result().label_png());
+  ASSERT_EQ(reduced.size(), cv::Size(600, 820));
+  // Each output pixel stands for about 13 original ones: edges blend over that band.
+  EXPECT_EQ(Mismatches(reduced, DominantChannel(upright), 16), 0);
+  EXPECT_EQ(Mismatches(full, DominantChannel(upright), 16), 0);
+  EXPECT_GT(cv::countNonZero(full == reduced), 0.98 * full.total());
+  // Decoding 1/64 of the pixels is what makes it cheaper; the stage timing shows it.
+  EXPECT_GT(full_response.items(0).result().timings().decode_seconds(), 0);
+}
+
 TEST_F(EngineTest, OneBadItemNeverFailsItsBatchMates) {
   cv::Mat img = Blocks(40, 30, 2, 2);
   std::vector<uint8_t> jpeg;

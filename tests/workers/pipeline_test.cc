@@ -47,6 +47,31 @@ TEST(PreprocessTest, StretchFillsTheInput) {
   EXPECT_EQ(image.item.inputs[0].pixels.min().item<int>(), 9);
 }
 
+TEST(PreprocessTest, AReducedDecodeKeepsTheOriginalsGeometry) {
+  const PipelineConfig config = Config(96, 96);
+  // What the decoder must keep of a 300x410 image: the letterboxed content, 96x70.
+  const MinimumSize minimum = MinimumDecodeSize(config);
+  ASSERT_TRUE(minimum);
+  EXPECT_EQ(minimum(300, 410), cv::Size(96, 70));
+  DecodedImage reduced;
+  reduced.rgb = cv::Mat(75, 103, CV_8UC3, cv::Scalar(1, 2, 3));  // decoded at 1/4
+  reduced.height = 300;
+  reduced.width = 410;
+  reduced.reduction = 4;
+  const PreparedImage image = Preprocess(reduced, config);
+  EXPECT_EQ(image.height(), 300);
+  EXPECT_EQ(image.width(), 410);
+  EXPECT_EQ(image.item.geometry.content_height, 70);
+  EXPECT_EQ(image.item.geometry.content_width, 96);
+  EXPECT_EQ(image.item.inputs[0].pixels[69][95][2].item<int>(), 3);
+  EXPECT_EQ(image.item.inputs[0].pixels[70][0][0].item<int>(), 0);
+  // Stretch needs the input size; tiles need full resolution.
+  PipelineConfig stretch = Config(32, 48);
+  stretch.resize = v1::RESIZE_MODE_STRETCH;
+  EXPECT_EQ(MinimumDecodeSize(stretch)(300, 100), cv::Size(48, 32));
+  EXPECT_FALSE(MinimumDecodeSize(Config(32, 32, 16)));
+}
+
 TEST(PreprocessTest, TilesAreViewsWithTheirValidRegion) {
   cv::Mat rgb(100, 70, CV_8UC3);
   cv::randu(rgb, 0, 255);

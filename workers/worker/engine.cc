@@ -61,6 +61,7 @@ struct WorkerEngine::WeightSet {
   std::string name;
   v1::ModelConfig config;
   PipelineConfig pipeline;
+  MinimumSize minimum_decode;  // null: decode at full size
   std::unique_ptr<SegmentationModel> model;
   std::unique_ptr<BatchPath> batch_path;
   bool ready = false;
@@ -254,6 +255,7 @@ void WorkerEngine::LoadWeightSet(const v1::ModelConfig& config, const std::strin
   ws->name = config.name();
   ws->config = config;
   ws->pipeline = MakePipelineConfig(config);
+  if (options_.reduced_decode) ws->minimum_decode = MinimumDecodeSize(ws->pipeline);
   RuntimeOptions runtime = options_.runtime;
   runtime.precision = options_.precision.value_or(PrecisionFromConfig(config.precision()));
   if (runtime.precision == Precision::kAuto && !runtime.precision_check_input.defined()) {
@@ -361,15 +363,19 @@ void WorkerEngine::DecodeItem(const std::shared_ptr<Job>& job, int index) {
   v1::StageTimings* timings = job->response->mutable_items(index)->mutable_result()->mutable_timings();
   try {
     auto start = std::chrono::steady_clock::now();
-    const absl::Status valid = ValidateOutputOptions(job->request->items(index).outputs());
-    absl::StatusOr<cv::Mat> rgb =
-        valid.ok() ? DecodeImageMessage(job->request->items(index).image(), options_.limits)
-                   : absl::StatusOr<cv::Mat>(valid);
+    const v1::InferItem& item = job->request->items(index);
+    const absl::Status valid = ValidateOutputOptions(item.outputs());
+    // The overlay blends the image at its original size: no reduced decoding for it.
+    const MinimumSize& minimum =
+        item.outputs().overlay_png() ? MinimumSize() : ws.minimum_decode;
+    absl::StatusOr<DecodedImage> rgb =
+        valid.ok() ? DecodeImageMessageAtLeast(item.image(), options_.limits, minimum)
+                   : absl::StatusOr<DecodedImage>(valid);
     timings->set_decode_seconds(SecondsSince(start));
     if (!rgb.ok()) {
       job->status[index] = rgb.status();
     } else {
-      if (static_cast<int64_t>(rgb->total()) >= kLargeImagePixels) job->large = true;
+      if (int64_t{rgb->height} * rgb->width >= kLargeImagePixels) job->large = true;
       start = std::chrono::steady_clock::now();
       job->prepared[index] = Preprocess(*rgb, ws.pipeline);
       job->prepared[index].item.want_probabilities =

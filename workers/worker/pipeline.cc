@@ -70,12 +70,41 @@ BatchPathOptions MakeBatchPathOptions(const PipelineConfig& config, int max_forw
   return options;
 }
 
+namespace {
+
+// The letterboxed (or stretched) content size of an original height x width.
+cv::Size ContentSize(int height, int width, const PipelineConfig& config) {
+  const int h = config.input_height;
+  const int w = config.input_width;
+  if (config.resize == v1::RESIZE_MODE_STRETCH) return cv::Size(w, h);
+  // Letterbox: the longest side to the input size, truncating as the reference does.
+  const double ratio = std::min(static_cast<double>(h) / height, static_cast<double>(w) / width);
+  return cv::Size(std::clamp(static_cast<int>(ratio * width), 1, w),
+                  std::clamp(static_cast<int>(ratio * height), 1, h));
+}
+
+}  // namespace
+
+MinimumSize MinimumDecodeSize(const PipelineConfig& config) {
+  if (config.tile_stride > 0) return nullptr;
+  return [config](int height, int width) { return ContentSize(height, width, config); };
+}
+
 PreparedImage Preprocess(const cv::Mat& rgb, const PipelineConfig& config) {
+  DecodedImage image;
+  image.rgb = rgb;
+  image.height = rgb.rows;
+  image.width = rgb.cols;
+  return Preprocess(image, config);
+}
+
+PreparedImage Preprocess(const DecodedImage& image, const PipelineConfig& config) {
+  const cv::Mat& rgb = image.rgb;
   PreparedImage out;
   out.rgb = rgb;
   ItemGeometry& g = out.item.geometry;
-  g.height = rgb.rows;
-  g.width = rgb.cols;
+  g.height = image.height;
+  g.width = image.width;
   const int h = config.input_height;
   const int w = config.input_width;
   if (config.tile_stride > 0) {
@@ -92,16 +121,10 @@ PreparedImage Preprocess(const cv::Mat& rgb, const PipelineConfig& config) {
     }
     return out;
   }
-  if (config.resize == v1::RESIZE_MODE_STRETCH) {
-    g.content_height = h;
-    g.content_width = w;
-  } else {
-    // Letterbox: the longest side to the input size, truncating as the reference does.
-    const double ratio = std::min(static_cast<double>(h) / rgb.rows,
-                                  static_cast<double>(w) / rgb.cols);
-    g.content_height = std::clamp(static_cast<int>(ratio * rgb.rows), 1, h);
-    g.content_width = std::clamp(static_cast<int>(ratio * rgb.cols), 1, w);
-  }
+  // From the original size, so a reduced decode gives the same geometry.
+  const cv::Size content_size = ContentSize(image.height, image.width, config);
+  g.content_height = content_size.height;
+  g.content_width = content_size.width;
   // Resized straight into the top-left corner of the zero input.
   auto [input, view] = ZeroImage(h, w);
   cv::Mat content = view(cv::Rect(0, 0, g.content_width, g.content_height));
@@ -152,7 +175,11 @@ void EncodeOutputs(const PreparedImage& image, const ItemOutputs& outputs,
     cv::cvtColor(labels, labels3, cv::COLOR_GRAY2RGB);
     cv::LUT(labels3, lut, colour);
     cv::Mat overlay;
-    cv::addWeighted(image.rgb, 1.0 - alpha, colour, alpha, 0.0, overlay);
+    cv::Mat base = image.rgb;
+    if (base.size() != labels.size()) {  // decoded reduced (the engine avoids it for overlays)
+      cv::resize(image.rgb, base, labels.size(), 0, 0, cv::INTER_LINEAR);
+    }
+    cv::addWeighted(base, 1.0 - alpha, colour, alpha, 0.0, overlay);
     result->set_overlay_png(EncodePng(overlay));
   }
   if (options.class_stats()) {

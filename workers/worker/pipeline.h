@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/image_codec.h"
 #include "common/tiling.h"
 #include "deeplab/v1/common.pb.h"
 #include "deeplab/v1/model_config.pb.h"
@@ -53,16 +54,26 @@ BatchPathOptions MakeBatchPathOptions(const PipelineConfig& config, int max_forw
 
 // An image ready for the network.
 struct PreparedImage {
-  cv::Mat rgb;  // the original, RGB8, kept for the overlay
-  // uint8 network inputs (views into one buffer) and the geometry to restore outputs.
+  // The image as decoded, RGB8, kept for the overlay: the original, or smaller when it was
+  // decoded at a reduced scale (never when an overlay is asked for).
+  cv::Mat rgb;
+  // uint8 network inputs (views into one buffer) and the geometry to restore outputs: its
+  // height and width are the original's.
   BatchItem item;
 
-  int height() const { return rgb.rows; }
-  int width() const { return rgb.cols; }
+  int height() const { return item.geometry.height; }
+  int width() const { return item.geometry.width; }
   int cost() const { return item.geometry.cost(); }
 };
 
 PreparedImage Preprocess(const cv::Mat& rgb, const PipelineConfig& config);
+// `image.rgb` may be smaller than the original (image.height x image.width): the network
+// input is made from it, the outputs come back at the original size.
+PreparedImage Preprocess(const DecodedImage& image, const PipelineConfig& config);
+
+// How small an image of a given original size may be decoded for this weight set: the
+// letterboxed (or stretched) content size. Null when tiled: patches take full resolution.
+MinimumSize MinimumDecodeSize(const PipelineConfig& config);
 
 // Fills the outputs `options` ask for (label PNG and class stats when it asks for none)
 // from the restored labels and, when asked, uint8 probabilities (host tensors).

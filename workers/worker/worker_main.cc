@@ -49,6 +49,10 @@ ABSL_FLAG(std::string, layout, "auto",
 ABSL_FLAG(int, max_forward_batch, 32, "Largest forward pass, in network inputs");
 ABSL_FLAG(int64_t, max_image_bytes, 64 << 20, "Largest encoded image accepted, in bytes");
 ABSL_FLAG(int64_t, max_image_pixels, 50'000'000, "Largest decoded image, in pixels");
+ABSL_FLAG(bool, reduced_decode, true,
+          "Decode a JPEG at 1/2, 1/4 or 1/8 scale when the network input is that much smaller "
+          "(not for tiled weight sets, nor when an overlay is asked for); outputs stay at the "
+          "original size. --noreduced-decode decodes every image at full size");
 ABSL_FLAG(int, max_message_mb, 512, "Largest gRPC message, in MiB (see deeplab-gateway)");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(60),
           "On SIGTERM, how long in-flight batches may take to finish");
@@ -108,6 +112,7 @@ int Run() {
   options.precision = *precision;
   options.limits.max_bytes = absl::GetFlag(FLAGS_max_image_bytes);
   options.limits.max_pixels = absl::GetFlag(FLAGS_max_image_pixels);
+  options.reduced_decode = absl::GetFlag(FLAGS_reduced_decode);
   const int instances =
       deeplab::DefaultInstances(absl::GetFlag(FLAGS_instances), options.runtime.device);
   options.instances = instances;
