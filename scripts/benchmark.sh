@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmarks of docs/BENCHMARKS.md, in one run on this machine.
 #
-#   bash scripts/benchmark.sh [--out DIR] [--quick] [--photo FILE]
+#   bash scripts/benchmark.sh [--out DIR] [--quick] [--photo FILE] [--side-photo FILE]
 #
 # Needs the programs that `bash scripts/setup.sh` builds (build/bin) and python3 with torch
 # (installed by scripts/install_deps.sh). Starts its own local clusters on free loopback
@@ -10,6 +10,10 @@
 # bench-out/). --quick shortens every step (a smoke test of the script, not numbers to
 # quote). --photo adds an in-process row for one large photo (e.g. a 12-megapixel JPEG),
 # where decoding and resizing the labels back to the original size weigh the most.
+# --side-photo (default ../shared/data/photos/image1.jpg, a 640x427 photo, when present, else
+# a generated 640x427 scene) is what the cluster and a naive Python server
+# (scripts/bench/naive_server.py: grpcio thread pool, TorchScript, fp32, batch 1) are both
+# sent, side by side, by the same load generator.
 #
 # Weight sets (written under DIR/models): demo (the shipped trained set), demo_unbatched
 # (the same with max_batch_size 1), xception65_512 (Xception-65, 21 classes, 512x512,
@@ -23,12 +27,14 @@ python="${DEEPLAB_PYTHON:-/usr/bin/python3}"
 out="$root/bench-out"
 quick=0
 photo=""
+side_photo=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) out="$2"; shift 2 ;;
     --quick) quick=1; shift ;;
     --photo) photo="$2"; shift 2 ;;
-    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --side-photo) side_photo="$2"; shift 2 ;;
+    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "benchmark: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -36,6 +42,8 @@ for program in deeplab-bench deeplab-worker deeplab-gateway deeplab-train deepla
   [ -x "$bin/$program" ] || { echo "benchmark: $bin/$program is missing: run bash scripts/setup.sh first" >&2; exit 2; }
 done
 [ -z "$photo" ] || [ -f "$photo" ] || { echo "benchmark: --photo $photo: no such file" >&2; exit 2; }
+[ -z "$side_photo" ] || [ -f "$side_photo" ] ||
+  { echo "benchmark: --side-photo $side_photo: no such file" >&2; exit 2; }
 
 # Step lengths: seconds measured per step, and the warm-up before it.
 if [ $quick -eq 1 ]; then dur=1s; warm=0.5s; heavy=2; else dur=8s; warm=2s; heavy=8; fi
@@ -94,6 +102,10 @@ demo_images="$root/models/demo/samples/images"
 "$bin/deeplab-train" generate --count 4 --seed 90210 --size 427x640 --out "$out/scenes" >/dev/null
 scenes="$out/scenes/images"
 small="$demo_images/000000.png"
+if [ -z "$side_photo" ]; then
+  side_photo="$root/../shared/data/photos/image1.jpg"
+  [ -f "$side_photo" ] || side_photo="$(ls "$scenes"/* | head -n1)"
+fi
 
 # Machine-wide CPU time (all cores) from /proc/stat: busy and total jiffies.
 cpu_sample() { awk '/^cpu / {print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8}' /proc/stat; }
@@ -194,6 +206,26 @@ cluster_up 2
 bench two_workers_demo --server "$gateway" --model demo --images "$demo_images" \
   --concurrency 32,64 --duration "$dur" --warmup "$warm"
 cluster_down
+
+echo "== 6. beside a naive Python server, the same photo and load generator"
+echo "  photo: $side_photo" | tee "$out/side_photo.txt"
+if [ $quick -eq 1 ]; then side_levels=4,16; else side_levels=4,16,64; fi
+cluster_up 1
+bench side_cluster --server "$gateway" --model demo --image "$side_photo" \
+  --concurrency "$side_levels" --duration "$dur" --warmup "$warm"
+cluster_down
+"$python" "$root/scripts/bench/naive_server.py" --weights "$root/models/demo/demo.dlck" \
+  --name demo --size 128x128 --port 0 >"$out/naive_server.log" 2>&1 &
+naive_pid=$!
+for _ in $(seq 600); do
+  grep -q "naive-server: ready" "$out/naive_server.log" && break
+  kill -0 $naive_pid 2>/dev/null || { cat "$out/naive_server.log"; echo "benchmark: the naive server exited" >&2; exit 1; }
+  sleep 0.1
+done
+naive="$(awk '/naive-server: grpc/ {print $3}' "$out/naive_server.log")"
+bench side_naive --server "$naive" --model demo --image "$side_photo" \
+  --concurrency "$side_levels" --duration "$dur" --warmup "$warm"
+kill $naive_pid; wait $naive_pid 2>/dev/null || true
 
 echo "== report"
 "$python" "$root/scripts/bench/report.py" --dir "$out" >"$out/results.md"

@@ -12,6 +12,7 @@ PACKAGES=(
   libgoogle-perftools-dev                        # tcmalloc (see CMakeLists.txt)
   libgtest-dev libgmock-dev
   python3 python3-torch python3-numpy python3-h5py python3-grpcio python3-grpc-tools
+  python3-pil                                    # scripts/bench/naive_server.py
   python3-yaml prometheus                        # deploy/ checks: PyYAML, promtool
   clang libclang-rt-14-dev openssl               # scripts/fuzz.sh (libFuzzer); test certificates
   curl                                           # tests/integration/oip_curl_test.sh

@@ -208,7 +208,25 @@ def main():
             ["workers", "concurrency", "images/s", "p50 ms", "p99 ms", "mean batch",
              "machine CPU busy"], rows))
 
-    # 5. Where the time goes inside the worker, from its metrics.
+    # 5. Beside a naive Python server.
+    ours, naive = load(d, "side_cluster"), load(d, "side_naive")
+    if ours and naive:
+        photo = ""
+        if os.path.exists(os.path.join(d, "side_photo.txt")):
+            with open(os.path.join(d, "side_photo.txt")) as f:
+                photo = os.path.basename(f.read().split(":", 1)[1].strip())
+        rows = []
+        for s in ours["steps"]:
+            n = step(naive, lvl(s))
+            rows.append([f"{lvl(s):g}", f2(s["throughput"]) + errors(s),
+                         f1(s["latency_ms"]["p99"]), f1(s["batch_size_mean"]),
+                         f2(n["throughput"]) + errors(n), f1(n["latency_ms"]["p99"]),
+                         f"**{s['throughput'] / n['throughput']:.2f}**"])
+        out.append(f"### Beside a naive Python server: demo weight set, {photo}, one worker\n\n" +
+                   table(["concurrency", "deeplab-serve images/s", "p99 ms", "mean batch",
+                          "naive server images/s", "p99 ms", "throughput ratio"], rows))
+
+    # 6. Where the time goes inside the worker, from its metrics.
     rows = []
     for name, model, before, after in (("demo, batching on steps", "demo", "before_batching",
                                         "after_batching"),

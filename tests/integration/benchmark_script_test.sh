@@ -15,7 +15,7 @@ report="$out/b/results.md"
 [ -s "$report" ] || fail "no results.md"
 for heading in "Serving efficiency" "In-process, by batch size" "Dynamic batching on" \
   "The gateway's own cost" "Request rate ceiling" "One worker and two" \
-  "Where the time goes inside the worker"; do
+  "Where the time goes inside the worker" "Beside a naive Python server"; do
   grep -q "### $heading" "$report" || { cat "$report"; fail "no table '$heading'"; }
 done
 # Every table has at least one data row with a number in it.
