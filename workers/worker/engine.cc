@@ -365,12 +365,16 @@ void WorkerEngine::DecodeItem(const std::shared_ptr<Job>& job, int index) {
     auto start = std::chrono::steady_clock::now();
     const v1::InferItem& item = job->request->items(index);
     const absl::Status valid = ValidateOutputOptions(item.outputs());
-    // The overlay blends the image at its original size: no reduced decoding for it.
-    const MinimumSize& minimum =
-        item.outputs().overlay_png() ? MinimumSize() : ws.minimum_decode;
     absl::StatusOr<DecodedImage> rgb =
-        valid.ok() ? DecodeImageMessageAtLeast(item.image(), options_.limits, minimum)
+        valid.ok() ? DecodeImageMessageAtLeast(item.image(), options_.limits, ws.minimum_decode)
                    : absl::StatusOr<DecodedImage>(valid);
+    // The overlay blends the image at its original size: decoded whole as well, so that the
+    // labels never depend on which outputs were asked for.
+    absl::StatusOr<cv::Mat> whole;
+    if (rgb.ok() && rgb->reduction > 1 && item.outputs().overlay_png()) {
+      whole = DecodeImageMessage(item.image(), options_.limits);
+      if (!whole.ok()) rgb = whole.status();
+    }
     timings->set_decode_seconds(SecondsSince(start));
     if (!rgb.ok()) {
       job->status[index] = rgb.status();
@@ -378,6 +382,7 @@ void WorkerEngine::DecodeItem(const std::shared_ptr<Job>& job, int index) {
       if (int64_t{rgb->height} * rgb->width >= kLargeImagePixels) job->large = true;
       start = std::chrono::steady_clock::now();
       job->prepared[index] = Preprocess(*rgb, ws.pipeline);
+      if (whole.ok() && !whole->empty()) job->prepared[index].rgb = *std::move(whole);
       job->prepared[index].item.want_probabilities =
           job->request->items(index).outputs().probabilities();
       timings->set_preprocess_seconds(SecondsSince(start));

@@ -67,8 +67,8 @@ struct WorkerOptions {
   // first request pays for no lazy initialisation.
   bool warm_up = true;
   // Decode JPEGs at a reduced scale (1/2, 1/4, 1/8; libjpeg's DCT scaling) when the
-  // network input is that much smaller than the image and no overlay is asked for; the
-  // outputs still come back at the original size. Not for tiled weight sets.
+  // network input is that much smaller than the image; the outputs still come back at the
+  // original size (an overlay from a second, whole decode). Not for tiled weight sets.
   bool reduced_decode = true;
   // Batch sizes forward passes are padded to; empty: DefaultPaddedBatchSizes (CUDA: powers
   // of two up to max_forward_batch; CPU: none).

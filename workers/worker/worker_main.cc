@@ -51,8 +51,8 @@ ABSL_FLAG(int64_t, max_image_bytes, 64 << 20, "Largest encoded image accepted, i
 ABSL_FLAG(int64_t, max_image_pixels, 50'000'000, "Largest decoded image, in pixels");
 ABSL_FLAG(bool, reduced_decode, true,
           "Decode a JPEG at 1/2, 1/4 or 1/8 scale when the network input is that much smaller "
-          "(not for tiled weight sets, nor when an overlay is asked for); outputs stay at the "
-          "original size. --noreduced-decode decodes every image at full size");
+          "(not for tiled weight sets; an overlay decodes the image whole as well); outputs stay "
+          "at the original size. --reduced-decode=false decodes every image whole");
 ABSL_FLAG(int, max_message_mb, 512, "Largest gRPC message, in MiB (see deeplab-gateway)");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(60),
           "On SIGTERM, how long in-flight batches may take to finish");
