@@ -175,6 +175,11 @@ cluster_up 1
 worker_metrics=$((metrics + 1))
 bench served_demo --server "$gateway" --model demo --images "$demo_images" --concurrency 32,64 \
   --duration "$dur" --warmup "$warm"
+# The cluster's half of section 6 (beside a naive Python server), on this same cluster.
+if [ $quick -eq 1 ]; then side_levels=4; else side_levels=4,16,64; fi
+echo "  side-by-side photo: $side_photo" | tee "$out/side_photo.txt"
+bench side_cluster --server "$gateway" --model demo --image "$side_photo" \
+  --concurrency "$side_levels" --duration "$dur" --warmup "$warm"
 scrape "$worker_metrics" "$out/metrics/before_xception.txt"
 bench served_xception --server "$gateway" --model xception65_512 --images "$scenes" \
   --concurrency 8 --requests "$heavy" --warmup 0s --timeout 600s
@@ -207,13 +212,7 @@ bench two_workers_demo --server "$gateway" --model demo --images "$demo_images" 
   --concurrency 32,64 --duration "$dur" --warmup "$warm"
 cluster_down
 
-echo "== 6. beside a naive Python server, the same photo and load generator"
-echo "  photo: $side_photo" | tee "$out/side_photo.txt"
-if [ $quick -eq 1 ]; then side_levels=4,16; else side_levels=4,16,64; fi
-cluster_up 1
-bench side_cluster --server "$gateway" --model demo --image "$side_photo" \
-  --concurrency "$side_levels" --duration "$dur" --warmup "$warm"
-cluster_down
+echo "== 6. beside a naive Python server, the same photo and load generator (cluster: in 2.)"
 "$python" "$root/scripts/bench/naive_server.py" --weights "$root/models/demo/demo.dlck" \
   --name demo --size 128x128 --port 0 >"$out/naive_server.log" 2>&1 &
 naive_pid=$!
