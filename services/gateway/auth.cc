@@ -119,6 +119,13 @@ absl::StatusOr<const TokenAuthenticator::Grant*> TokenAuthenticator::Authenticat
   return absl::UnauthenticatedError("the token is not valid for this gateway");
 }
 
+absl::Status TokenAuthenticator::Allow(absl::string_view authorization,
+                                       const std::string& weight_set) const {
+  absl::StatusOr<const Grant*> grant = Authenticate(authorization);
+  if (!grant.ok()) return grant.status();
+  return Authorize(**grant, weight_set);
+}
+
 absl::Status TokenAuthenticator::Authorize(const Grant& grant, const std::string& weight_set) {
   if (grant.Allows(weight_set)) return absl::OkStatus();
   std::string name = weight_set.substr(0, 64);

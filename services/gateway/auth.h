@@ -38,6 +38,8 @@ class TokenAuthenticator {
   absl::StatusOr<const Grant*> Authenticate(absl::string_view authorization) const;
   // PERMISSION_DENIED unless the grant covers the weight set.
   static absl::Status Authorize(const Grant& grant, const std::string& weight_set);
+  // Both: OK when `authorization` carries a token that may use `weight_set`.
+  absl::Status Allow(absl::string_view authorization, const std::string& weight_set) const;
 
   int size() const { return static_cast<int>(grants_.size()); }
 

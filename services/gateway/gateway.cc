@@ -20,12 +20,6 @@ std::string CodeName(absl::StatusCode code) { return absl::StatusCodeToString(co
 // A client's weight set name as error messages quote it: at most 64 bytes of it. A 10 KB
 // name echoed whole made the status too large for gRPC's metadata limit, and the client saw
 // RESOURCE_EXHAUSTED instead of the real error.
-std::string QuotedName(const std::string& model) {
-  constexpr size_t kMax = 64;
-  if (model.size() <= kMax) return model;
-  return absl::StrCat(model.substr(0, kMax), "... (", model.size(), " bytes)");
-}
-
 bool Retryable(grpc::StatusCode code) {
   switch (code) {
     case grpc::StatusCode::UNAVAILABLE:         // worker down, draining, or weight set unready
@@ -58,6 +52,12 @@ std::string RejectionReason(absl::StatusCode code) {
 }
 
 }  // namespace
+
+std::string QuotedName(const std::string& name) {
+  constexpr size_t kMax = 64;
+  if (name.size() <= kMax) return name;
+  return absl::StrCat(name.substr(0, kMax), "... (", name.size(), " bytes)");
+}
 
 struct Gateway::Pending {
   uint64_t id = 0;

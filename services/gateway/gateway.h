@@ -52,6 +52,10 @@ struct GatewayOptions {
   int64_t max_image_bytes = 0;
 };
 
+// A client-supplied name (weight set, model, version) for an error message: at most 64
+// bytes of it, and its length when longer.
+std::string QuotedName(const std::string& name);
+
 class Gateway {
  public:
   // metrics may be null.

@@ -214,11 +214,7 @@ grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
 absl::StatusOr<const TokenAuthenticator::Grant*> SegmentationService::Authenticate(
     const grpc::CallbackServerContext* context) const {
   if (auth_ == nullptr) return nullptr;
-  const auto& metadata = context->client_metadata();
-  auto it = metadata.find("authorization");
-  return auth_->Authenticate(it == metadata.end()
-                                 ? absl::string_view()
-                                 : absl::string_view(it->second.data(), it->second.size()));
+  return auth_->Authenticate(CallAuthorization(context));
 }
 
 grpc::ServerUnaryReactor* SegmentationService::Segment(grpc::CallbackServerContext* context,

@@ -581,10 +581,9 @@ int HttpInferenceServer::Route(mg_connection* conn) {
   }
   if (auth_ != nullptr) {
     const char* header = mg_get_header(conn, "Authorization");
-    absl::StatusOr<const TokenAuthenticator::Grant*> grant =
-        auth_->Authenticate(header == nullptr ? absl::string_view() : absl::string_view(header));
-    if (!grant.ok()) return fail(grant.status());
-    if (absl::Status s = TokenAuthenticator::Authorize(**grant, name); !s.ok()) return fail(s);
+    if (absl::Status s = auth_->Allow(header == nullptr ? "" : header, name); !s.ok()) {
+      return fail(s);
+    }
   }
   if (action != "infer") {
     absl::StatusOr<v1::ModelInfo> model = oip::FindModel(gateway_->ListModels(), name, version);

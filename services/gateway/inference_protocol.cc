@@ -19,12 +19,6 @@ constexpr char kLabelPng[] = "label_png";
 constexpr char kOverlayPng[] = "overlay_png";
 const char* const kOutputNames[] = {kLabels, kProbabilities, kClassStats, kLabelPng, kOverlayPng};
 
-std::string Quoted(const std::string& name) {
-  constexpr size_t kMax = 64;
-  if (name.size() <= kMax) return name;
-  return absl::StrCat(name.substr(0, kMax), "... (", name.size(), " bytes)");
-}
-
 std::string ShapeText(const google::protobuf::RepeatedField<int64_t>& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }
@@ -104,19 +98,19 @@ absl::StatusOr<v1::ModelInfo> FindModel(const v1::ListModelsResponse& models,
   for (const v1::ModelInfo& m : models.models()) {
     if (m.name() != name) continue;
     if (!version.empty() && version != kModelVersion) {
-      return absl::NotFoundError(absl::StrCat("model '", Quoted(name), "' has no version '",
-                                              Quoted(version), "'; its only version is 1"));
+      return absl::NotFoundError(absl::StrCat("model '", QuotedName(name), "' has no version '",
+                                              QuotedName(version), "'; its only version is 1"));
     }
     return m;
   }
   if (models.healthy_workers() == 0) {
     return absl::UnavailableError(absl::StrCat(
-        "no worker is reachable yet, so model '", Quoted(name),
+        "no worker is reachable yet, so model '", QuotedName(name),
         "' cannot be looked up; retry (model metadata lists the models once workers answer)"));
   }
   std::vector<std::string> names;
   for (const v1::ModelInfo& m : models.models()) names.push_back(m.name());
-  return absl::NotFoundError(absl::StrCat("unknown model '", Quoted(name),
+  return absl::NotFoundError(absl::StrCat("unknown model '", QuotedName(name),
                                           "'; available: ", absl::StrJoin(names, ", ")));
 }
 
@@ -200,13 +194,13 @@ absl::StatusOr<InferPlan> PlanInfer(const inference::ModelInferRequest& request,
   }
   if (raw && input.has_contents()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "input '", Quoted(input.name()), "' has both contents and raw_input_contents; use one"));
+        "input '", QuotedName(input.name()), "' has both contents and raw_input_contents; use one"));
   }
   const auto& shape = input.shape();
   for (int64_t d : shape) {
     if (d < 1 || d > (int64_t{1} << 31)) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "input '", Quoted(input.name()), "' has shape ", ShapeText(shape),
+          "input '", QuotedName(input.name()), "' has shape ", ShapeText(shape),
           "; every dimension must be at least 1"));
     }
   }
@@ -247,7 +241,7 @@ absl::StatusOr<InferPlan> PlanInfer(const inference::ModelInferRequest& request,
     for (const char* n : kOutputNames) known = known || o.name() == n;
     if (!known) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "unknown output '", Quoted(o.name()), "'; the outputs are ",
+          "unknown output '", QuotedName(o.name()), "'; the outputs are ",
           absl::StrJoin(kOutputNames, ", ")));
     }
     if (!seen.insert(o.name()).second) {
@@ -276,7 +270,7 @@ absl::StatusOr<InferPlan> PlanInfer(const inference::ModelInferRequest& request,
   if (input.datatype() == "BYTES") {
     if (shape.size() != 1) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "a BYTES input holds encoded images and has shape [N]; '", Quoted(input.name()),
+          "a BYTES input holds encoded images and has shape [N]; '", QuotedName(input.name()),
           "' has ", ShapeText(shape)));
     }
     const int64_t n = shape[0];
@@ -286,7 +280,7 @@ absl::StatusOr<InferPlan> PlanInfer(const inference::ModelInferRequest& request,
       if (!elements.ok()) return elements.status();
       if (static_cast<int64_t>(elements->size()) != n) {
         return absl::InvalidArgumentError(absl::StrCat(
-            "input '", Quoted(input.name()), "' has shape ", ShapeText(shape), " but its data has ",
+            "input '", QuotedName(input.name()), "' has shape ", ShapeText(shape), " but its data has ",
             elements->size(), " elements"));
       }
       for (size_t i = 0; i < elements->size(); ++i) {
@@ -296,7 +290,7 @@ absl::StatusOr<InferPlan> PlanInfer(const inference::ModelInferRequest& request,
       const auto& data = input.contents().bytes_contents();
       if (data.size() != n) {
         return absl::InvalidArgumentError(absl::StrCat(
-            "input '", Quoted(input.name()), "' has shape ", ShapeText(shape),
+            "input '", QuotedName(input.name()), "' has shape ", ShapeText(shape),
             " but contents.bytes_contents has ", data.size(), " elements"));
       }
       for (int i = 0; i < data.size(); ++i) new_request(i).mutable_image()->set_encoded(data[i]);
@@ -308,7 +302,7 @@ absl::StatusOr<InferPlan> PlanInfer(const inference::ModelInferRequest& request,
     if (shape.size() != 3 && shape.size() != 4) {
       return absl::InvalidArgumentError(absl::StrCat(
           "a UINT8 input holds pixels and has shape [N, H, W, 3] or [H, W, 3]; '",
-          Quoted(input.name()), "' has ", ShapeText(shape)));
+          QuotedName(input.name()), "' has ", ShapeText(shape)));
     }
     plan.batched = shape.size() == 4;
     const int64_t n = plan.batched ? shape[0] : 1;
@@ -317,7 +311,7 @@ absl::StatusOr<InferPlan> PlanInfer(const inference::ModelInferRequest& request,
     if (c != 1 && c != 3 && c != 4) {
       return absl::InvalidArgumentError(absl::StrCat(
           "a UINT8 input's last dimension is its channels: 3 (RGB), 1 or 4; '",
-          Quoted(input.name()), "' has shape ", ShapeText(shape)));
+          QuotedName(input.name()), "' has shape ", ShapeText(shape)));
     }
     if (h > (1 << 20) || w > (1 << 20) || n > (1 << 20) || h * w * c > (int64_t{1} << 31)) {
       return absl::InvalidArgumentError(absl::StrCat("input shape ", ShapeText(shape),
@@ -329,7 +323,7 @@ absl::StatusOr<InferPlan> PlanInfer(const inference::ModelInferRequest& request,
       const std::string& data = request.raw_input_contents(0);
       if (static_cast<int64_t>(data.size()) != n * per_image) {
         return absl::InvalidArgumentError(absl::StrCat(
-            "input '", Quoted(input.name()), "' has shape ", ShapeText(shape), " (",
+            "input '", QuotedName(input.name()), "' has shape ", ShapeText(shape), " (",
             n * per_image, " bytes) but raw_input_contents has ", data.size(), " bytes"));
       }
       for (int64_t i = 0; i < n; ++i) {
@@ -343,7 +337,7 @@ absl::StatusOr<InferPlan> PlanInfer(const inference::ModelInferRequest& request,
       const auto& data = input.contents().uint_contents();
       if (static_cast<int64_t>(data.size()) != n * per_image) {
         return absl::InvalidArgumentError(absl::StrCat(
-            "input '", Quoted(input.name()), "' has shape ", ShapeText(shape), " (",
+            "input '", QuotedName(input.name()), "' has shape ", ShapeText(shape), " (",
             n * per_image, " values) but contents.uint_contents has ", data.size()));
       }
       for (int64_t i = 0; i < n; ++i) {
@@ -352,7 +346,7 @@ absl::StatusOr<InferPlan> PlanInfer(const inference::ModelInferRequest& request,
           const uint32_t v = data[static_cast<int>(i * per_image + k)];
           if (v > 255) {
             return absl::InvalidArgumentError(absl::StrCat(
-                "input '", Quoted(input.name()), "' is UINT8 but holds the value ", v));
+                "input '", QuotedName(input.name()), "' is UINT8 but holds the value ", v));
           }
           bytes[k] = static_cast<char>(v);
         }
@@ -367,7 +361,7 @@ absl::StatusOr<InferPlan> PlanInfer(const inference::ModelInferRequest& request,
   }
 
   return absl::InvalidArgumentError(absl::StrCat(
-      "input '", Quoted(input.name()), "' has datatype '", Quoted(input.datatype()),
+      "input '", QuotedName(input.name()), "' has datatype '", QuotedName(input.datatype()),
       "'; it must be BYTES (encoded images) or UINT8 (pixels)"));
 }
 

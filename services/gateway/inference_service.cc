@@ -37,14 +37,7 @@ class InferReactor : public grpc::ServerUnaryReactor {
 absl::Status InferenceService::Authorize(const grpc::CallbackServerContext* context,
                                          const std::string& model) const {
   if (auth_ == nullptr) return absl::OkStatus();
-  const auto& metadata = context->client_metadata();
-  auto it = metadata.find("authorization");
-  absl::StatusOr<const TokenAuthenticator::Grant*> grant =
-      auth_->Authenticate(it == metadata.end()
-                              ? absl::string_view()
-                              : absl::string_view(it->second.data(), it->second.size()));
-  if (!grant.ok()) return grant.status();
-  return TokenAuthenticator::Authorize(**grant, model);
+  return auth_->Allow(CallAuthorization(context), model);
 }
 
 grpc::ServerUnaryReactor* InferenceService::Answer(grpc::CallbackServerContext* context,
