@@ -67,6 +67,14 @@ int Mismatches(const cv::Mat& labels, const cv::Mat& expected, int margin) {
 
 std::string Png(const cv::Mat& rgb) { return EncodePng(rgb); }
 
+std::string Jpeg(const cv::Mat& rgb, int quality) {
+  cv::Mat bgr;
+  cv::cvtColor(rgb, bgr, cv::COLOR_RGB2BGR);
+  std::vector<uint8_t> jpeg;
+  cv::imencode(".jpg", bgr, jpeg, {cv::IMWRITE_JPEG_QUALITY, quality});
+  return std::string(jpeg.begin(), jpeg.end());
+}
+
 cv::Mat DecodeLabelPng(const std::string& png) {
   std::vector<uint8_t> buf(png.begin(), png.end());
   return cv::imdecode(buf, cv::IMREAD_UNCHANGED);
@@ -199,11 +207,7 @@ TEST_F(EngineTest, TiledImagesCostTheirPatches) {
 TEST_F(EngineTest, ExifOrientationIsHonoured) {
   // A landscape JPEG tagged "rotate 90 clockwise" (6) is a portrait image to the client.
   cv::Mat img = Blocks(60, 90, 2, 3);
-  std::vector<uint8_t> jpeg;
-  cv::Mat bgr;
-  cv::cvtColor(img, bgr, cv::COLOR_RGB2BGR);
-  cv::imencode(".jpg", bgr, jpeg, {cv::IMWRITE_JPEG_QUALITY, 98});
-  const std::string tagged = WithExifOrientation(std::string(jpeg.begin(), jpeg.end()), 6);
+  const std::string tagged = WithExifOrientation(Jpeg(img, 98), 6);
   v1::InferResponse response = Run(Request("letterbox", {tagged}));
   ASSERT_EQ(response.items(0).code(), 0) << response.items(0).message();
   EXPECT_EQ(response.items(0).result().height(), 90);
@@ -218,12 +222,8 @@ TEST_F(EngineTest, ReducedJpegDecodingKeepsTheLabelsAtTheOriginalSize) {
   // A 600x820 JPEG for a 64x64 letterbox input decodes at 1/8 (75x103): the outputs still
   // come back at 600x820, and agree with a full decode everywhere but next to block edges.
   cv::Mat img = Blocks(600, 820, 5, 7);
-  std::vector<uint8_t> jpeg;
-  cv::Mat bgr;
-  cv::cvtColor(img, bgr, cv::COLOR_RGB2BGR);
-  cv::imencode(".jpg", bgr, jpeg, {cv::IMWRITE_JPEG_QUALITY, 95});
   // Orientation 6 too: the reduction is chosen on the upright size.
-  const std::string file = WithExifOrientation(std::string(jpeg.begin(), jpeg.end()), 6);
+  const std::string file = WithExifOrientation(Jpeg(img, 95), 6);
   cv::Mat upright;
   cv::rotate(img, upright, cv::ROTATE_90_CLOCKWISE);
 
