@@ -410,13 +410,19 @@ void Gateway::OnBatchDone(std::shared_ptr<BatchCall> call, grpc::Status status) 
   }
   const absl::Time now = absl::Now();
   const double compute = absl::ToDoubleSeconds(now - call->start);
-  // The slot is free again unless the worker was removed (and maybe re-added) meanwhile.
-  if (pool_->Generation(call->worker) == call->generation) scheduler_->ReleaseSlot(call->worker);
+  const bool retry = !status.ok() && Retryable(status.error_code());
+  if (retry && status.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) {
+    // The worker goes out of the scheduler and its slots with it. Releasing the slot first
+    // let the scheduler send the next batch to the dead worker, which failed at once, and
+    // so on: a burst's requests used up their attempts in milliseconds.
+    pool_->MarkFailed(call->worker, call->generation, status.error_message());
+  } else if (call->generation != 0 && pool_->Generation(call->worker) == call->generation) {
+    // The slot is free again unless the worker was removed (and maybe re-added) meanwhile,
+    // or was already out when the batch was sent (generation 0).
+    scheduler_->ReleaseSlot(call->worker);
+  }
 
-  if (!status.ok() && Retryable(status.error_code())) {
-    if (status.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) {
-      pool_->MarkFailed(call->worker, status.error_message());
-    }
+  if (retry) {
     if (metrics_ != nullptr) {
       for (size_t i = 0; i < call->tasks.size(); ++i) metrics_->CountRetry(call->model);
     }

@@ -183,7 +183,10 @@ void WorkerPool::PollOnce() {
       if (absl::Now() >= w->next_poll) to_poll.push_back(w);
     }
   }
-  for (const std::string& address : removed) scheduler_->RemoveWorker(address);
+  {
+    absl::MutexLock membership(&membership_mu_);
+    for (const std::string& address : removed) scheduler_->RemoveWorker(address);
+  }
 
   // Poll all due workers at once, so one slow worker does not delay the others.
   struct Poll {
@@ -218,6 +221,7 @@ void WorkerPool::PollOnce() {
   struct Update {
     std::string address;
     bool healthy;
+    uint64_t generation;
     std::vector<std::string> models;
     int slots;
   };
@@ -240,7 +244,7 @@ void WorkerPool::PollOnce() {
         w.backoff = options_.initial_backoff;
         w.next_poll = absl::InfinitePast();
         w.status = p->response;
-        Update u{w.address, true, {}, p->response.batch_slots()};
+        Update u{w.address, true, w.generation, {}, p->response.batch_slots()};
         for (const auto& ws : p->response.weight_sets()) {
           if (ws.ready()) u.models.push_back(ws.name());
           if (!ws.has_config()) continue;
@@ -258,7 +262,7 @@ void WorkerPool::PollOnce() {
           Log(absl::StrCat("worker ", w.address, " unavailable: ", why, "; next try in ",
                            absl::FormatDuration(w.backoff)));
         }
-        if (w.healthy) updates.push_back(Update{w.address, false, {}, 0});
+        if (w.healthy) updates.push_back(Update{w.address, false, 0, {}, 0});
         if (!p->status.ok()) unresponsive.push_back(w.address);
         w.healthy = false;
         w.last_error = why;
@@ -273,11 +277,15 @@ void WorkerPool::PollOnce() {
       Log(absl::StrCat("weight set ", model, ": batching options refused: ", s.message()));
     }
   }
-  for (const Update& u : updates) {
-    if (u.healthy) {
-      scheduler_->SetWorker(u.address, u.models, u.slots);
-    } else {
-      scheduler_->RemoveWorker(u.address);
+  {
+    absl::MutexLock membership(&membership_mu_);
+    for (const Update& u : updates) {
+      if (!u.healthy) {
+        scheduler_->RemoveWorker(u.address);
+      } else if (Generation(u.address) == u.generation) {
+        // Otherwise a batch failed on it since the poll (or it left): it stays out.
+        scheduler_->SetWorker(u.address, u.models, u.slots);
+      }
     }
   }
   if (on_unresponsive_) {
@@ -308,23 +316,27 @@ void WorkerPool::Infer(const std::string& worker, grpc::ClientContext* context,
                           [w, done = std::move(done)](grpc::Status s) { done(std::move(s)); });
 }
 
-void WorkerPool::MarkFailed(const std::string& worker, const std::string& why) {
-  bool was_healthy = false;
+void WorkerPool::MarkFailed(const std::string& worker, uint64_t generation,
+                            const std::string& why) {
   {
-    absl::MutexLock lock(&mu_);
-    auto it = workers_.find(worker);
-    if (it == workers_.end()) return;
-    Worker& w = *it->second;
-    was_healthy = w.healthy;
-    w.healthy = false;
-    w.last_error = why;
-    w.next_poll = absl::Now() + w.backoff;
-    w.backoff = std::min(options_.max_backoff, w.backoff * 2);
-  }
-  if (was_healthy) {
-    Log(absl::StrCat("worker ", worker, " failed: ", why, "; its batches run elsewhere"));
+    // Out of the scheduler before any caller returns (a second caller waits here for the
+    // first): a batch requeued after MarkFailed is never sent to this worker again.
+    absl::MutexLock membership(&membership_mu_);
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = workers_.find(worker);
+      if (it == workers_.end()) return;
+      Worker& w = *it->second;
+      // Already out, or a late failure of an older membership: nothing to do.
+      if (!w.healthy || w.generation != generation) return;
+      w.healthy = false;
+      w.last_error = why;
+      w.next_poll = absl::Now() + w.backoff;
+      w.backoff = std::min(options_.max_backoff, w.backoff * 2);
+    }
     scheduler_->RemoveWorker(worker);
   }
+  Log(absl::StrCat("worker ", worker, " failed: ", why, "; its batches run elsewhere"));
   if (on_change_) on_change_();
 }
 

@@ -86,11 +86,14 @@ class WorkerPool {
   void Infer(const std::string& worker, grpc::ClientContext* context,
              const v1::InferRequest* request, v1::InferResponse* response, InferDone done);
 
-  // The worker failed a call: take it out of the scheduler and back off before polling it.
-  void MarkFailed(const std::string& worker, const std::string& why);
+  // The worker failed a call made in its membership `generation` (see Generation): take it
+  // out of the scheduler, before this returns, and back off before polling it. A failure
+  // from an older membership (the worker was re-added since) is ignored.
+  void MarkFailed(const std::string& worker, uint64_t generation, const std::string& why);
 
-  // Generation of the worker's current membership: a batch's slot is released only if the
-  // worker was not removed and re-added in between (its old slots are gone).
+  // Generation of the worker's current membership, 0 while it is unhealthy or unknown: a
+  // batch's slot is released only if the worker was not removed (and maybe re-added) in
+  // between (its old slots are gone).
   uint64_t Generation(const std::string& worker) const;
 
   // What the weight sets are and where they are ready.
@@ -135,6 +138,9 @@ class WorkerPool {
   std::function<void(const std::string&)> on_unresponsive_;
   WorkerTargets targets_;
 
+  // Held while the scheduler's view of the workers changes, and taken before mu_: a poll's
+  // answer read before a MarkFailed cannot put the failed worker back afterwards.
+  absl::Mutex membership_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   mutable absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<Worker>> workers_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::string> queues_set_ ABSL_GUARDED_BY(mu_);  // model -> options key
