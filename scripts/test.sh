@@ -9,9 +9,16 @@ cd "$(dirname "$0")/.."
 quick=0
 [ "${1:-}" = "--quick" ] && quick=1
 
+# Each phase says how long it took, so a CI log shows where its 50 minutes go.
+phase_start=$SECONDS
+phase_done() { echo "== $1 took $((SECONDS - phase_start)) s (total $SECONDS s)"; phase_start=$SECONDS; }
+
 bash scripts/install_deps.sh
+phase_done "installing"
 BUILD_DIR=build bash scripts/build.sh
+phase_done "building"
 (cd build && ctest --output-on-failure -j 2 --timeout 900)
+phase_done "tests"
 
 if [ $quick -eq 0 ]; then
   echo "== sanitizers: address,undefined"
@@ -25,6 +32,7 @@ if [ $quick -eq 0 ]; then
   # the other model, batch path and engine tests), which a Debug build makes the slowest.
   (cd build-asan && ctest --output-on-failure -j 2 --timeout 1800 \
     -E '^(ModelTest\.MultiplyAddsNearTheModelZooFigure|TrainerTest\.AShortRunLowersTheLossAndWritesLoadableWeights|EagerMirrorTest\..*|Geometries/UpsampleArgmaxTest\.TensorOpsGiveTheSameLabelsAsTheCpuPath/.*)$')
+  phase_done "sanitizers: address,undefined (build and tests)"
 fi
 
 if [ $quick -eq 0 ]; then
@@ -37,9 +45,11 @@ if [ $quick -eq 0 ]; then
     >build-tsan/configure.log 2>&1 || { cat build-tsan/configure.log; exit 1; }
   cmake --build build-tsan --target scheduler_test -j "${JOBS:-2}"
   TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 build-tsan/tests/scheduler/scheduler_test
+  phase_done "sanitizers: thread"
 
   # Every reader of untrusted bytes (images, raw pixels, config.pbtxt, checkpoints, Keras
   # HDF5) under libFuzzer for about a minute in all; see scripts/fuzz.sh.
   echo "== fuzzing (libFuzzer, ASan/UBSan)"
   bash scripts/fuzz.sh
+  phase_done "fuzzing"
 fi
