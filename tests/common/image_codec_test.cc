@@ -1447,6 +1447,36 @@ TEST(EncodePngTest, CompressionLevelIsUsedAndClamped) {
   }
 }
 
+// A label map as a network gives it (regions, upscaled to a photo's size), seen through a
+// view whose rows are not contiguous: exact after decoding, and no larger than OpenCV's own
+// PNG writer at the same zlib level (which the worker used before) makes it.
+TEST(EncodePngTest, LargeLabelMapsAndViewsAreExactAndSmallerThanOpenCvs) {
+  cv::Mat grid(18, 25, CV_8UC1);
+  cv::randu(grid, 0, 21);
+  cv::Mat big;
+  cv::resize(grid, big, cv::Size(2003, 1401), 0, 0, cv::INTER_NEAREST);
+  cv::circle(big, cv::Point(700, 500), 300, cv::Scalar(15), -1);
+  const cv::Mat view = big(cv::Rect(3, 1, 2000, 1400));
+  ASSERT_FALSE(view.isContinuous());
+  const std::string png = EncodePng(view);
+  const cv::Mat back = cv::imdecode(std::vector<uchar>(png.begin(), png.end()), cv::IMREAD_UNCHANGED);
+  ASSERT_EQ(back.type(), CV_8UC1);
+  ASSERT_EQ(back.size(), view.size());
+  EXPECT_EQ(MaxDiff(back, view), 0);
+  std::vector<uchar> opencv;
+  ASSERT_TRUE(cv::imencode(".png", view, opencv, {cv::IMWRITE_PNG_COMPRESSION, 1}));
+  EXPECT_LE(png.size(), opencv.size());
+
+  cv::Mat photo(601, 803, CV_8UC3);
+  cv::randu(photo, 0, 256);
+  cv::GaussianBlur(photo, photo, cv::Size(9, 9), 3);
+  const cv::Mat photo_view = photo(cv::Rect(2, 1, 800, 600));
+  const std::string overlay = EncodePng(photo_view);
+  absl::StatusOr<cv::Mat> rgb = DecodeImage(overlay, kDefaultLimits);
+  ASSERT_TRUE(rgb.ok()) << rgb.status();
+  EXPECT_EQ(MaxDiff(*rgb, photo_view), 0);
+}
+
 TEST(EncodePngTest, OtherTypesGiveAnEmptyString) {
   EXPECT_EQ(EncodePng(cv::Mat()), "");
   EXPECT_EQ(EncodePng(cv::Mat(2, 2, CV_16UC1, cv::Scalar(1))), "");
