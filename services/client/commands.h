@@ -85,6 +85,7 @@ struct SegmentOptions {
   int concurrency = 4;                         // requests in flight
   absl::Duration timeout = absl::Seconds(60);  // deadline of each Segment call
   float overlay_alpha = 0;                     // 0: the server's default
+  bool overlay = true;                         // ask for and write <name>_overlay.png
   int priority = 0;
   bool quiet = false;         // no summary, no progress bar
   bool progress_bar = false;  // draw one on `err` (it is a terminal) when there are 2+ images
@@ -92,7 +93,8 @@ struct SegmentOptions {
 
 // deeplab segment: expands `inputs` (files and folders), checks the weight set exists, then
 // sends the images with options.concurrency requests in flight and writes
-// <name>_label.png, <name>_overlay.png and <name>.json for each into out_dir. Failures go
+// <name>_label.png, <name>_overlay.png (if options.overlay) and <name>.json for each into
+// out_dir. Failures go
 // to `err` one line each as they happen; the summary to `out`.
 int SegmentCommand(const SegmentOptions& options, const std::vector<std::string>& inputs,
                    std::ostream& out, std::ostream& err);

@@ -33,6 +33,9 @@ ABSL_FLAG(std::string, out, "deeplab-out", "segment: output folder");
 ABSL_FLAG(int, concurrency, 4, "segment: requests in flight");
 ABSL_FLAG(double, overlay_alpha, 0,
           "segment: palette opacity in the overlay, 0-1 (0: the server's)");
+ABSL_FLAG(bool, overlay, true,
+          "segment: ask for and write <name>_overlay.png (--nooverlay: the label map and "
+          "report only, which spares the server a second, whole decode of each photo)");
 ABSL_FLAG(int, priority, 0, "segment: 0 is the most urgent; larger numbers wait behind smaller");
 ABSL_FLAG(bool, quiet, false, "segment: no progress bar and no summary");
 ABSL_FLAG(bool, tls, false, "Speak TLS to the gateway, trusting the system's CAs (or --ca)");
@@ -55,7 +58,8 @@ Usage:
   deeplab models  [--server ADDR] [--json]
   deeplab wait    [--server ADDR] [--model NAME]... [--timeout 60s]
   deeplab segment [--server ADDR] --model NAME [--out DIR] [--concurrency N]
-                  [--timeout SECONDS] [--overlay-alpha A] [--priority P] [--quiet]
+                  [--timeout SECONDS] [--overlay-alpha A] [--nooverlay] [--priority P]
+                  [--quiet]
                   FILES_OR_FOLDERS...
 
 Commands:
@@ -66,7 +70,8 @@ Commands:
   segment  Segment images. Folders are searched recursively for jpg, jpeg, png, bmp,
            tif, tiff and webp files; files named are sent whatever their extension.
            For each image it writes into DIR: <name>_label.png (8-bit grey, pixel =
-           class id), <name>_overlay.png and <name>.json (size, class areas, timings).
+           class id), <name>_overlay.png (unless --nooverlay) and <name>.json (size,
+           class areas, timings).
            <name> is the file name without its extension, under its sub-folder for
            files found in a folder; -2, -3... are added when names collide.
 
@@ -80,6 +85,8 @@ Flags:
   --concurrency N    segment: requests in flight (default 4)
   --overlay-alpha A  segment: palette opacity in the overlay, 0 to 1 (default: the
                      server's, 0.5)
+  --nooverlay        segment: no overlay PNG: faster for large photos, which the server
+                     decodes a second time, whole, to draw an overlay on
   --priority P       segment: 0 (default) is the most urgent; larger numbers wait
   --quiet            segment: no progress bar, no summary (failures are still printed)
   --tls              TLS to the gateway with the system's CAs (implied by --ca, --cert)
@@ -236,6 +243,7 @@ int Run(const std::string& command, const std::vector<std::string>& operands) {
   options.out_dir = absl::GetFlag(FLAGS_out);
   options.concurrency = absl::GetFlag(FLAGS_concurrency);
   options.overlay_alpha = static_cast<float>(absl::GetFlag(FLAGS_overlay_alpha));
+  options.overlay = absl::GetFlag(FLAGS_overlay);
   options.priority = absl::GetFlag(FLAGS_priority);
   options.quiet = absl::GetFlag(FLAGS_quiet);
   options.progress_bar = isatty(STDERR_FILENO) == 1;

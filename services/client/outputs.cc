@@ -113,7 +113,8 @@ std::string ImageReportJson(const ImageReport& report, const v1::SegmentResponse
       ",\n  \"height\": ", result.height(), ",\n  \"model\": ", JsonQuote(report.model),
       ",\n  \"request_id\": ", JsonQuote(response.request_id()),
       ",\n  \"label_png\": ", JsonQuote(report.label_file),
-      ",\n  \"overlay_png\": ", JsonQuote(report.overlay_file), ",\n  \"class_areas\": [", classes,
+      ",\n  \"overlay_png\": ",
+      report.overlay_file.empty() ? "null" : JsonQuote(report.overlay_file), ",\n  \"class_areas\": [", classes,
       classes.empty() ? "]" : "\n  ]",
       ",\n  \"latency_seconds\": ", absl::StrFormat("%.6f", absl::ToDoubleSeconds(report.latency)),
       ",\n  \"timing\": ", timing, "\n}\n");

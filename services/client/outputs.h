@@ -30,7 +30,7 @@ struct ImageReport {
   std::string image_path;
   std::string model;
   std::string label_file;  // names of the files written beside the report
-  std::string overlay_file;
+  std::string overlay_file;  // empty: no overlay (JSON null)
   absl::Duration latency;  // the Segment call as the client saw it
 };
 

@@ -33,7 +33,7 @@ v1::SegmentRequest MakeRequest(const SegmentOptions& options, std::string image)
   request.mutable_image()->set_encoded(std::move(image));
   v1::OutputOptions& outputs = *request.mutable_outputs();
   outputs.set_label_png(true);
-  outputs.set_overlay_png(true);
+  outputs.set_overlay_png(options.overlay);
   outputs.set_class_stats(true);
   outputs.set_overlay_alpha(options.overlay_alpha);
   return request;
@@ -45,14 +45,15 @@ absl::Status WriteOutputs(const SegmentOptions& options, const InputImage& image
                           const v1::SegmentResponse& response, absl::Duration latency) {
   const std::filesystem::path base = std::filesystem::path(options.out_dir) / image.output_stem;
   const std::string name = base.filename().string();
-  ImageReport report{image.path, options.model, name + "_label.png", name + "_overlay.png",
-                     latency};
+  ImageReport report{image.path, options.model, name + "_label.png",
+                     options.overlay ? name + "_overlay.png" : "", latency};
   const std::string json = ImageReportJson(report, response);
   const std::pair<std::string, absl::string_view> files[] = {
       {report.label_file, response.result().label_png()},
       {report.overlay_file, response.result().overlay_png()},
       {name + ".json", json}};
   for (const auto& [file, contents] : files) {
+    if (file.empty()) continue;  // no overlay asked for
     if (absl::Status s = WriteFileAtomically(base.parent_path() / file, contents); !s.ok()) {
       return s;
     }

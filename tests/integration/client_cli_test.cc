@@ -293,6 +293,26 @@ TEST_F(ClientCliTest, AMissingFileFailsAloneAndTheOthersAreWritten) {
   EXPECT_FALSE(fs::exists(out + "/missing.json"));
 }
 
+// --nooverlay: the label map and the report only, with the same labels, and the report says
+// there is no overlay.
+TEST_F(ClientCliTest, NoOverlayWritesLabelsAndReportOnly) {
+  WriteFile(Path("in/a.png"), Bands(".png", 32, 64, {kRed, kGreen}));
+  const std::string out = Path("out");
+  const ProgramResult r = Deeplab({"segment", "--server", gateway(), "--model", "colour",
+                                   "--nooverlay", "--out", out, Path("in")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("1 image: 1 segmented, 0 failed"));
+  EXPECT_EQ(FilesBelow(out), (std::set<std::string>{"a.json", "a_label.png"}));
+  const cv::Mat a = ReadLabels(out + "/a_label.png");
+  ASSERT_EQ(a.size(), cv::Size(64, 32));
+  EXPECT_EQ(cv::countNonZero(a.colRange(0, 32) != 0), 0);
+  EXPECT_EQ(cv::countNonZero(a.colRange(32, 64) != 1), 0);
+  ExpectReportMatchesLabels(out + "/a.json", out + "/a_label.png");
+  const google::protobuf::Struct report = ReadJson(out + "/a.json");
+  EXPECT_EQ(report.fields().at("overlay_png").kind_case(), google::protobuf::Value::kNullValue);
+  EXPECT_EQ(report.fields().at("label_png").string_value(), "a_label.png");
+}
+
 TEST_F(ClientCliTest, ACorruptImageIsInvalidArgumentAndTheOthersAreWritten) {
   std::string noise(3000, '\0');
   for (size_t i = 0; i < noise.size(); ++i) noise[i] = static_cast<char>((i * 7919 + 13) % 251);
