@@ -13,6 +13,9 @@
 #       /tmp/deeplab-gpu-check/out), so a stage that overruns keeps what finished. Uses the
 #       .debs when .gpu-check/debs has them, else the system's headers and libraries.
 #       --quick: small inputs and short timings (CI runs `run --device cpu --quick`).
+#       GPU_CHECK_PREBUILT=FILE: skip the compile and run FILE, a deeplab-gpu-check built
+#       from the same sources by CMake (CI does: the CMake build already compiled them, and
+#       its test checks that this script's source list matches CMake's).
 #
 # On a GPU machine (about 8 minutes at full size): `bash scripts/gpu_check.sh run`.
 set -uo pipefail
@@ -115,42 +118,49 @@ SRCS=(workers/model/{backbone,deeplab,layers,mobilenetv2,model_spec,resnet,xcept
       workers/weights/{segmentation_model,native_checkpoint}.cc workers/batch/batch_path.cc
       workers/tools/gpu_check.cc scripts/gpu/keras_h5_stub.cc
       "$B/gen/deeplab/v1/model_config.pb.cc" "$B/gen/deeplab/v1/checkpoint.pb.cc")
-# torch/torch.h takes ~15 s to parse: once, as a precompiled header (skipped if it fails).
-mkdir -p "$B/pch"
-echo '#include <torch/torch.h>' >"$B/pch/torch_pch.h"
-PCH=()
-if "$CXX" "${FLAGS[@]}" -x c++-header "$B/pch/torch_pch.h" -o "$B/pch/torch_pch.h.gch" 2>"$B/pch/err"; then
-  PCH=(-include "$B/pch/torch_pch.h")
-fi
-# A LibTorch translation unit takes about 1.5 GiB to compile.
-JOBS=$(( $(nproc) < 16 ? $(nproc) : 16 ))
-compile_all() {
-  local failed=0 running=0 s
-  for s in "${SRCS[@]}"; do
-    "$CXX" "${FLAGS[@]}" "${PCH[@]}" -c "$s" -o "$B/obj/$(basename "$s").o" 2>"$B/obj/$(basename "$s").err" &
-    running=$((running + 1))
-    if [ $running -ge "$JOBS" ]; then wait -n || failed=1; running=$((running - 1)); fi
-  done
-  while [ $running -gt 0 ]; do wait -n || failed=1; running=$((running - 1)); done
-  return $failed
-}
-rm -f "$B"/obj/*.o
-if ! compile_all; then
-  # LibTorch 2.12 and later need C++20.
-  echo "c++17 failed; retrying with c++20" | tee -a "$LOG"
-  grep -h -m3 error "$B"/obj/*.err | head -5 | tee -a "$LOG"
-  FLAGS[0]=-std=c++20
-  PCH=()  # built for C++17
+if [ -n "${GPU_CHECK_PREBUILT:-}" ]; then
+  rm -f "$B/deeplab-gpu-check"
+  cp "$GPU_CHECK_PREBUILT" "$B/deeplab-gpu-check" ||
+    { echo "BUILD FAILED: cannot copy $GPU_CHECK_PREBUILT" | tee -a "$LOG"; exit 1; }
+  echo "build: prebuilt $GPU_CHECK_PREBUILT (GPU_CHECK_PREBUILT), nothing compiled" | tee -a "$LOG"
+else
+  # torch/torch.h takes ~15 s to parse: once, as a precompiled header (skipped if it fails).
+  mkdir -p "$B/pch"
+  echo '#include <torch/torch.h>' >"$B/pch/torch_pch.h"
+  PCH=()
+  if "$CXX" "${FLAGS[@]}" -x c++-header "$B/pch/torch_pch.h" -o "$B/pch/torch_pch.h.gch" 2>"$B/pch/err"; then
+    PCH=(-include "$B/pch/torch_pch.h")
+  fi
+  # A LibTorch translation unit takes about 1.5 GiB to compile.
+  JOBS=$(( $(nproc) < 16 ? $(nproc) : 16 ))
+  compile_all() {
+    local failed=0 running=0 s
+    for s in "${SRCS[@]}"; do
+      "$CXX" "${FLAGS[@]}" "${PCH[@]}" -c "$s" -o "$B/obj/$(basename "$s").o" 2>"$B/obj/$(basename "$s").err" &
+      running=$((running + 1))
+      if [ $running -ge "$JOBS" ]; then wait -n || failed=1; running=$((running - 1)); fi
+    done
+    while [ $running -gt 0 ]; do wait -n || failed=1; running=$((running - 1)); done
+    return $failed
+  }
   rm -f "$B"/obj/*.o
-  compile_all || { grep -h -B2 -A6 -m3 error "$B"/obj/*.err | head -40 | tee -a "$LOG";
-                   echo "BUILD FAILED" | tee -a "$LOG"; exit 1; }
+  if ! compile_all; then
+    # LibTorch 2.12 and later need C++20.
+    echo "c++17 failed; retrying with c++20" | tee -a "$LOG"
+    grep -h -m3 error "$B"/obj/*.err | head -5 | tee -a "$LOG"
+    FLAGS[0]=-std=c++20
+    PCH=()  # built for C++17
+    rm -f "$B"/obj/*.o
+    compile_all || { grep -h -B2 -A6 -m3 error "$B"/obj/*.err | head -40 | tee -a "$LOG";
+                     echo "BUILD FAILED" | tee -a "$LOG"; exit 1; }
+  fi
+  TORCH_LIBS=(-ltorch -ltorch_cpu -lc10)
+  [ -e "$TLIB/libtorch_cuda.so" ] && TORCH_LIBS+=(-ltorch_cuda -lc10_cuda)
+  "$CXX" -o "$B/deeplab-gpu-check" "$B"/obj/*.o -L"$TLIB" -Wl,--no-as-needed "${TORCH_LIBS[@]}" \
+    -Wl,--as-needed -Wl,--allow-shlib-undefined "$SYSLIB"/libabsl_*.so "$SYSLIB/libprotobuf.so" \
+    "$SYSLIB/libz.so" -pthread -Wl,-rpath,"$TLIB" -Wl,-rpath,"$SYSLIB" 2>&1 | tee -a "$LOG"
+  [ -x "$B/deeplab-gpu-check" ] || { echo "BUILD FAILED: link" | tee -a "$LOG"; exit 1; }
 fi
-TORCH_LIBS=(-ltorch -ltorch_cpu -lc10)
-[ -e "$TLIB/libtorch_cuda.so" ] && TORCH_LIBS+=(-ltorch_cuda -lc10_cuda)
-"$CXX" -o "$B/deeplab-gpu-check" "$B"/obj/*.o -L"$TLIB" -Wl,--no-as-needed "${TORCH_LIBS[@]}" \
-  -Wl,--as-needed -Wl,--allow-shlib-undefined "$SYSLIB"/libabsl_*.so "$SYSLIB/libprotobuf.so" \
-  "$SYSLIB/libz.so" -pthread -Wl,-rpath,"$TLIB" -Wl,-rpath,"$SYSLIB" 2>&1 | tee -a "$LOG"
-[ -x "$B/deeplab-gpu-check" ] || { echo "BUILD FAILED: link" | tee -a "$LOG"; exit 1; }
 echo "build ok" | tee -a "$LOG"
 
 failed=0

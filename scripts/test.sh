@@ -27,11 +27,18 @@ if [ $quick -eq 0 ]; then
   # LibTorch keeps process-lifetime registries that LeakSanitizer would report at exit.
   export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-  # Left out here: tests that are LibTorch arithmetic on our model graphs or tensors
-  # (LibTorch is not built with the sanitizers, and the same code of ours runs sanitized in
-  # the other model, batch path and engine tests), which a Debug build makes the slowest.
+  # Left out here (docs/testing.md): tests that are LibTorch arithmetic on our model graphs
+  # or tensors (LibTorch is not built with the sanitizers, and the same code of ours runs
+  # sanitized in the other model, batch path and engine tests), which a Debug build makes the
+  # slowest; and most tests of the command-line clients and tools, each of which starts its
+  # own sanitized cluster (about 8 s) to check exit codes and files. Two `deeplab` tests and
+  # one `deeplab-bench` test keep the clients' code under the sanitizers.
+  libtorch_arithmetic='ModelTest\.MultiplyAddsNearTheModelZooFigure|TrainerTest\.AShortRunLowersTheLossAndWritesLoadableWeights|EagerMirrorTest\..*|Geometries/UpsampleArgmaxTest\.TensorOpsGiveTheSameLabelsAsTheCpuPath/.*'
+  client_cli='ClientCliTest\.(HelpAndBadCommandLines|ModelsListsTheTestWeightSets|AMissingFileFailsAloneAndTheOthersAreWritten|NoOverlayWritesLabelsAndReportOnly|ACorruptImageIsInvalidArgumentAndTheOthersAreWritten|ProgressBarOnlyOnATerminal|AnUnknownWeightSetSendsNothing|AnUnreachableServerIsExitThree|AGatewayWithoutWorkersIsExitThreeNotFour|WaitForAReadyModelAndForOneThatIsNot|UnavailableForEveryImageIsExitThree)'
+  bench_cli='BenchProcessTest\.(ConcurrencyStepsReportEveryRequestInJson|TableForPeople|ExitCodesForUnknownWeightSetsUnreachableServersAndBadFlags|DirectToWorker|DirectToWorkerExitCodes|InProcessFindsTheCeiling)'
+  tools='tools_test|WorkerProcessTest\.ACudaWorkerExportsItsGpusMemoryFromNvml|GatewayProcessTest\.WorkersNeededRisesWhenRequestsQueue'
   (cd build-asan && ctest --output-on-failure -j 2 --timeout 1800 \
-    -E '^(ModelTest\.MultiplyAddsNearTheModelZooFigure|TrainerTest\.AShortRunLowersTheLossAndWritesLoadableWeights|EagerMirrorTest\..*|Geometries/UpsampleArgmaxTest\.TensorOpsGiveTheSameLabelsAsTheCpuPath/.*)$')
+    -E "^($libtorch_arithmetic|$client_cli|$bench_cli|$tools)\$")
   phase_done "sanitizers: address,undefined (build and tests)"
 fi
 
