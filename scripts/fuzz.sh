@@ -83,6 +83,23 @@ hangs_in_libhdf5() {
     grep -q 'libhdf5'
 }
 
+# libhdf5 also reads out of bounds or crashes on some damaged files (a corrupt global heap
+# again: H5HG_read copies a length the file states). The fuzzer reads in-process to see
+# coverage; the product reads in a child process (LoadKerasH5's KerasH5Options::isolate), so
+# such a fault ends that child and fails the one load (tests/workers/data has one). A fault
+# counts as libhdf5's when its top frame is in libhdf5 and so is every allocation or free
+# the report names (a buffer of ours overrun by libhdf5 fails the run).
+fault_in_libhdf5() {
+  grep -q 'ERROR: AddressSanitizer' "$1" &&
+    awk '/ERROR: AddressSanitizer/ || /(allocated|freed) by thread/ { want = 1; next }
+         want && /^ *#[0-9]+ / {
+           if ($0 ~ / in (__interceptor_|__asan|__sanitizer|__lsan|memcpy|memmove|memset|memcmp|bcmp|str[a-z]+|malloc|calloc|realloc|free|operator new|operator delete)/) next
+           if ($0 !~ /libhdf5/) bad = 1
+           seen = 1; want = 0
+         }
+         END { exit !(seen && !bad) }' "$1"
+}
+
 failed=()
 for t in "${targets[@]}"; do
   rc=$(cat "$scratch/$t.rc")
@@ -93,6 +110,11 @@ for t in "${targets[@]}"; do
   elif hangs_in_libhdf5 "$scratch/$t.log"; then
     printf '  warn  %-18s %9s runs, then a hang inside libhdf5 (upstream; input kept in %s)\n' \
       "$t" "${runs:-?}" "$artifacts/$t/"
+  elif [ "$t" = keras_h5 ] && fault_in_libhdf5 "$scratch/$t.log"; then
+    printf '  warn  %-18s %9s runs, then a fault inside libhdf5 (upstream; contained by the\n' \
+      "$t" "${runs:-?}"
+    printf '        reader process in production; input kept in %s):\n' "$artifacts/$t/"
+    grep -m 1 'ERROR: AddressSanitizer' "$scratch/$t.log" | sed 's/^/        /'
   else
     failed+=("$t")
     printf '  FAIL  %-18s exit %s; the log ends:\n' "$t" "$rc"

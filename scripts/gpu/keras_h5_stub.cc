@@ -4,7 +4,7 @@
 
 namespace deeplab {
 
-absl::Status LoadKerasH5(const std::string& path, DeepLabV3Plus&) {
+absl::Status LoadKerasH5(const std::string& path, DeepLabV3Plus&, const KerasH5Options&) {
   return absl::UnimplementedError("the GPU check is built without HDF5; cannot read " + path);
 }
 

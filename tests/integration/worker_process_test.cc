@@ -44,6 +44,17 @@ class WorkerProcessTest : public ::testing::Test {
       weights { file: "absent.h5" format: WEIGHTS_FORMAT_KERAS_H5 }
     )pb");
     WriteFile(*repo_ + "/broken/config.pbtxt", "name: \"broken\"\narchitecture { classes: 2 }\n");
+    // A Keras file that crashes libhdf5 (tests/workers/data): only its weight set fails.
+    WriteFile(*repo_ + "/hostile/config.pbtxt", R"pb(
+      name: "hostile"
+      architecture { backbone: "mobilenetv2" num_classes: 2 }
+      input { height: 64 width: 64 }
+      class_names: ["a", "b"]
+      weights { file: "hostile.h5" format: WEIGHTS_FORMAT_KERAS_H5 }
+    )pb");
+    std::filesystem::copy_file(
+        std::string(DEEPLAB_SOURCE_DIR) + "/tests/workers/data/libhdf5_crash_global_heap.h5",
+        *repo_ + "/hostile/hostile.h5");
   }
   static void TearDownTestSuite() {
     std::filesystem::remove_all(*repo_);
@@ -86,13 +97,16 @@ TEST_F(WorkerProcessTest, ServesHealthStatusReflectionInferAndMetrics) {
     ASSERT_TRUE(stub->Status(&ctx, v1::StatusRequest(), &status).ok());
     std::map<std::string, v1::WeightSetStatus> sets;
     for (const auto& ws : status.weight_sets()) sets[ws.name()] = ws;
-    ASSERT_EQ(sets.size(), 4u);
+    ASSERT_EQ(sets.size(), 5u);
     EXPECT_TRUE(sets["colour"].ready());
     EXPECT_TRUE(sets["slow"].ready());
     EXPECT_FALSE(sets["missing"].ready());
     EXPECT_THAT(sets["missing"].reason(), HasSubstr("absent.h5"));
     EXPECT_FALSE(sets["broken"].ready());
     EXPECT_THAT(sets["broken"].reason(), HasSubstr("config.pbtxt"));
+    EXPECT_FALSE(sets["hostile"].ready());
+    EXPECT_THAT(sets["hostile"].reason(), HasSubstr("HDF5 library"));
+    EXPECT_THAT(sets["hostile"].reason(), HasSubstr("hostile.h5"));
     EXPECT_EQ(status.device(), "cpu");
     EXPECT_EQ(status.free_batch_slots(), status.batch_slots());
   }

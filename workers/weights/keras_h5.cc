@@ -2,7 +2,17 @@
 
 #include <hdf5.h>
 
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
 #include <cstring>
+#include <new>
 #include <optional>
 #include <set>
 
@@ -11,6 +21,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 
 namespace deeplab {
 namespace {
@@ -104,16 +116,20 @@ absl::StatusOr<std::vector<std::string>> ReadLayerNames(hid_t group) {
   return names;
 }
 
-struct FileTensor {
-  std::vector<int64_t> shape;
-  std::vector<float> values;
+// One tensor of the model as the file must hold it, and where its values go in the
+// reader's output (a float offset).
+struct Slot {
+  std::string name;  // state-dict name
+  const KerasWeightRef* ref = nullptr;
+  size_t offset = 0;
+  size_t count = 0;
 };
 
-// Reads the values only when the dataset has the shape `want`; otherwise returns the shape
-// alone, for the caller's error. A file's dimensions are not to be trusted before that check:
-// a chunked dataset with no chunks written can claim 2^40 elements in a file of 1 KB.
-absl::StatusOr<FileTensor> ReadDataset(hid_t group, const std::string& path,
-                                       const std::vector<int64_t>& want) {
+// Reads the dataset into `out` only when it has the shape `want`, and returns the file's
+// shape either way, for the caller's error. A file's dimensions are not to be trusted before
+// that check: a chunked dataset with no chunks written can claim 2^40 elements in 1 KB.
+absl::StatusOr<std::vector<int64_t>> ReadDataset(hid_t group, const std::string& path,
+                                                 const std::vector<int64_t>& want, float* out) {
   Handle dataset(H5Dopen2(group, path.c_str(), H5P_DEFAULT), H5Dclose);
   if (!dataset.ok()) return absl::NotFoundError("dataset listed in weight_names is absent");
   Handle space(H5Dget_space(dataset.get()), H5Sclose);
@@ -121,24 +137,199 @@ absl::StatusOr<FileTensor> ReadDataset(hid_t group, const std::string& path,
   if (rank < 0 || rank > 8) return absl::DataLossError("unreadable dataspace");
   std::vector<hsize_t> dims(rank);
   H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr);
-  FileTensor tensor;
-  size_t count = 1;
-  for (hsize_t d : dims) {
-    tensor.shape.push_back(static_cast<int64_t>(d));
-    count *= d;
-  }
-  if (tensor.shape != want) return tensor;
-  tensor.values.resize(count);
+  std::vector<int64_t> shape(dims.begin(), dims.end());
+  if (shape != want) return shape;
   // HDF5 converts float16/float64 datasets to float32 on read.
-  if (H5Dread(dataset.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT,
-              tensor.values.data()) < 0) {
+  if (H5Dread(dataset.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0) {
     return absl::DataLossError("cannot read values (truncated file or non-numeric dataset?)");
   }
-  return tensor;
+  return shape;
 }
 
-torch::Tensor ToTorchLayout(FileTensor& tensor, KerasWeightRef::Layout layout) {
-  torch::Tensor t = torch::from_blob(tensor.values.data(), tensor.shape, torch::kFloat32);
+// The part that touches the file: libhdf5 only, no LibTorch, so that it can run in a forked
+// child. Fills values[slot.offset, +slot.count) of every slot the file holds and checks that
+// every slot was filled. `network` names the model in errors.
+absl::Status ReadKerasTensors(const std::string& path, const std::string& network,
+                              const std::vector<Slot>& slots, float* values) {
+  const std::string where = absl::StrCat(" in Keras weight file ", path);
+  // The HDF5 library prints its own error stack to stderr by default; we report instead.
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  if (H5Fis_hdf5(path.c_str()) <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("not an HDF5 file (missing, unreadable or another format): ", path));
+  }
+  Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+  if (!file.ok()) return absl::InvalidArgumentError(absl::StrCat("cannot open ", path));
+  const bool full_model = H5Lexists(file.get(), "model_weights", H5P_DEFAULT) > 0;
+  Handle root(H5Gopen2(file.get(), full_model ? "model_weights" : "/", H5P_DEFAULT), H5Gclose);
+  auto layer_names = ReadLayerNames(root.get());
+  if (!layer_names.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(layer_names.status().message(), where));
+  }
+
+  std::map<std::pair<std::string, std::string>, size_t> by_keras_name;
+  for (size_t i = 0; i < slots.size(); ++i) {
+    by_keras_name[{slots[i].ref->layer, slots[i].ref->variable}] = i;
+  }
+  std::vector<bool> loaded(slots.size(), false);
+  for (const std::string& layer : *layer_names) {
+    Handle group(H5Gopen2(root.get(), layer.c_str(), H5P_DEFAULT), H5Gclose);
+    if (!group.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("layer '", layer, "' is listed in layer_names but has no group", where));
+    }
+    auto weight_names = ReadStringsAttribute(group.get(), "weight_names");
+    if (!weight_names.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("layer '", layer, "': ", weight_names.status().message(), where));
+    }
+    if (!weight_names->has_value()) continue;
+    for (const std::string& weight_name : **weight_names) {
+      // "entry_flow_conv1_1/kernel:0" -> variable "kernel".
+      std::string variable = weight_name.substr(weight_name.rfind('/') + 1);
+      variable = variable.substr(0, variable.find(':'));
+      const std::string label = absl::StrCat("'", layer, "/", variable, "'");
+      auto target = by_keras_name.find({layer, variable});
+      if (target == by_keras_name.end()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "extra tensor ", label, where, ": the ", network,
+            " network has no such weight (wrong --arch, --classes, --alpha or --logits-layer?)"));
+      }
+      const Slot& slot = slots[target->second];
+      auto shape = ReadDataset(group.get(), weight_name, slot.ref->keras_shape,
+                               values + slot.offset);
+      if (!shape.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("tensor ", label, ": ", shape.status().message(), where));
+      }
+      if (*shape != slot.ref->keras_shape) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "mis-shaped tensor ", label, where, ": file has ", ShapeString(*shape), ", the ",
+            network, " network needs ", ShapeString(slot.ref->keras_shape)));
+      }
+      loaded[target->second] = true;
+    }
+  }
+  for (size_t i = 0; i < slots.size(); ++i) {
+    if (!loaded[i]) {
+      return absl::InvalidArgumentError(absl::StrCat("missing tensor '", slots[i].ref->layer,
+                                                     "/", slots[i].ref->variable, "' (",
+                                                     slots[i].name, ")", where));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Memory shared with the reader's child: its status, then the values.
+struct SharedHeader {
+  int32_t done = 0;
+  int32_t code = 0;
+  char message[4096] = {};
+};
+
+class SharedRegion {
+ public:
+  explicit SharedRegion(size_t bytes) : bytes_(bytes) {
+    void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    data_ = p == MAP_FAILED ? nullptr : p;
+  }
+  ~SharedRegion() {
+    if (data_ != nullptr) munmap(data_, bytes_);
+  }
+  SharedRegion(const SharedRegion&) = delete;
+  SharedRegion& operator=(const SharedRegion&) = delete;
+  void* data() const { return data_; }
+
+ private:
+  size_t bytes_;
+  void* data_;
+};
+
+std::string DescribeSignal(int sig) {
+  const char* name = sigabbrev_np(sig);
+  return name != nullptr ? absl::StrCat("SIG", name) : absl::StrCat("signal ", sig);
+}
+
+// Runs ReadKerasTensors in a forked child that writes into memory shared with this process.
+// The child runs only libhdf5 and the C++ library (no LibTorch, no locks of this process's
+// threads: glibc's malloc is safe after fork) and ends with _exit, so nothing of the parent
+// is flushed or destroyed twice.
+// `region` starts with a SharedHeader; the values follow at `values`.
+absl::Status ReadKerasTensorsIsolated(const std::string& path, const std::string& network,
+                                      const std::vector<Slot>& slots, SharedRegion& region,
+                                      float* shared_values, absl::Duration timeout) {
+  auto* status = new (region.data()) SharedHeader;
+  const pid_t pid = fork();
+  if (pid < 0) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("cannot start the reader process for ", path, ": ", strerror(errno)));
+  }
+  if (pid == 0) {
+    // A crash here must end quietly: no core file, no handler of the parent's.
+    const rlimit no_core{0, 0};
+    setrlimit(RLIMIT_CORE, &no_core);
+    for (int sig : {SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL}) signal(sig, SIG_DFL);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    const absl::Status read = ReadKerasTensors(path, network, slots, shared_values);
+    status->code = static_cast<int32_t>(read.code());
+    const size_t n = std::min(read.message().size(), sizeof(status->message) - 1);
+    std::memcpy(status->message, read.message().data(), n);
+    status->done = 1;
+    _exit(0);
+  }
+  // Poll the child: a pipe would also be inherited by children that other threads fork.
+  const absl::Time deadline = absl::Now() + timeout;
+  absl::Duration pause = absl::Microseconds(200);
+  int wstatus = 0;
+  bool timed_out = false;
+  for (;;) {
+    const pid_t r = waitpid(pid, &wstatus, WNOHANG);
+    if (r == pid) break;
+    if (r < 0 && errno != EINTR) {
+      return absl::InternalError(absl::StrCat("waitpid: ", strerror(errno)));
+    }
+    if (absl::Now() >= deadline) {
+      kill(pid, SIGKILL);
+      while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) {
+      }
+      timed_out = true;
+      break;
+    }
+    absl::SleepFor(pause);
+    pause = std::min(pause * 2, absl::Milliseconds(20));
+  }
+  const std::string damaged =
+      absl::StrCat(": the file is damaged or was made to attack the reader (the process that "
+                   "read it was ended; nothing else was affected)");
+  if (timed_out) {
+    return absl::DeadlineExceededError(absl::StrCat("reading Keras weight file ", path,
+                                                    " took over ", absl::FormatDuration(timeout),
+                                                    damaged));
+  }
+  if (WIFSIGNALED(wstatus)) {
+    return absl::DataLossError(absl::StrCat("the HDF5 library crashed (",
+                                            DescribeSignal(WTERMSIG(wstatus)),
+                                            ") reading Keras weight file ", path, damaged));
+  }
+  if (!WIFEXITED(wstatus) || WEXITSTATUS(wstatus) != 0 || status->done != 1) {
+    return absl::DataLossError(absl::StrCat("the HDF5 library failed (exit status ",
+                                            WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : -1,
+                                            ") reading Keras weight file ", path, damaged));
+  }
+  const int code = status->code;
+  if (code != 0) {
+    const std::string message(status->message, strnlen(status->message, sizeof(status->message)));
+    if (code < 1 || code > static_cast<int>(absl::StatusCode::kUnauthenticated)) {
+      return absl::DataLossError(message);
+    }
+    return absl::Status(static_cast<absl::StatusCode>(code), message);
+  }
+  return absl::OkStatus();
+}
+
+torch::Tensor ToTorchLayout(float* values, const std::vector<int64_t>& shape,
+                            KerasWeightRef::Layout layout) {
+  torch::Tensor t = torch::from_blob(values, shape, torch::kFloat32);
   switch (layout) {
     case KerasWeightRef::Layout::kConvKernel:
       return t.permute({3, 2, 0, 1});
@@ -189,75 +380,47 @@ std::map<std::string, KerasWeightRef> KerasWeightMap(DeepLabV3Plus& model) {
   return map;
 }
 
-absl::Status LoadKerasH5(const std::string& path, DeepLabV3Plus& model) {
-  const std::string where = absl::StrCat(" in Keras weight file ", path);
-  // The HDF5 library prints its own error stack to stderr by default; we report instead.
-  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-  if (H5Fis_hdf5(path.c_str()) <= 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("not an HDF5 file (missing, unreadable or another format): ", path));
+absl::Status LoadKerasH5(const std::string& path, DeepLabV3Plus& model,
+                         const KerasH5Options& options) {
+  const std::map<std::string, KerasWeightRef> weight_map = KerasWeightMap(model);
+  std::vector<Slot> slots;
+  size_t total = 0;
+  for (const auto& [name, ref] : weight_map) {
+    size_t count = 1;
+    for (int64_t d : ref.keras_shape) count *= static_cast<size_t>(d);
+    slots.push_back(Slot{name, &ref, total, count});
+    total += count;
   }
-  Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
-  if (!file.ok()) return absl::InvalidArgumentError(absl::StrCat("cannot open ", path));
-  const bool full_model = H5Lexists(file.get(), "model_weights", H5P_DEFAULT) > 0;
-  Handle root(H5Gopen2(file.get(), full_model ? "model_weights" : "/", H5P_DEFAULT), H5Gclose);
-  auto layer_names = ReadLayerNames(root.get());
-  if (!layer_names.ok()) return absl::InvalidArgumentError(absl::StrCat(layer_names.status().message(), where));
+  const std::string network = DescribeModelSpec(model->spec());
+  // The child writes the values into shared memory, from which they are copied once into
+  // the model; in-process they go through a vector.
+  const size_t header = (sizeof(SharedHeader) + 63) / 64 * 64;
+  std::optional<SharedRegion> region;
+  std::vector<float> local;
+  float* values = nullptr;
+  absl::Status read;
+  if (options.isolate) {
+    region.emplace(header + total * sizeof(float));
+    if (region->data() == nullptr) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("cannot map ", total * sizeof(float), " bytes to read ", path));
+    }
+    values = reinterpret_cast<float*>(static_cast<char*>(region->data()) + header);
+    read = ReadKerasTensorsIsolated(path, network, slots, *region, values, options.timeout);
+  } else {
+    local.resize(total);
+    values = local.data();
+    read = ReadKerasTensors(path, network, slots, values);
+  }
+  if (!read.ok()) return read;
 
-  // (layer, variable) -> state-dict entry of the model.
-  std::map<std::string, KerasWeightRef> weight_map = KerasWeightMap(model);
-  std::map<std::pair<std::string, std::string>, std::string> by_keras_name;
-  for (const auto& [name, ref] : weight_map) by_keras_name[{ref.layer, ref.variable}] = name;
   std::map<std::string, torch::Tensor> state;
   for (const auto& p : model->named_parameters()) state[p.key()] = p.value();
   for (const auto& b : model->named_buffers()) state[b.key()] = b.value();
-
   torch::NoGradGuard no_grad;
-  std::set<std::string> loaded;
-  for (const std::string& layer : *layer_names) {
-    Handle group(H5Gopen2(root.get(), layer.c_str(), H5P_DEFAULT), H5Gclose);
-    if (!group.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("layer '", layer, "' is listed in layer_names but has no group", where));
-    }
-    auto weight_names = ReadStringsAttribute(group.get(), "weight_names");
-    if (!weight_names.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("layer '", layer, "': ", weight_names.status().message(), where));
-    }
-    if (!weight_names->has_value()) continue;
-    for (const std::string& weight_name : **weight_names) {
-      // "entry_flow_conv1_1/kernel:0" -> variable "kernel".
-      std::string variable = weight_name.substr(weight_name.rfind('/') + 1);
-      variable = variable.substr(0, variable.find(':'));
-      const std::string label = absl::StrCat("'", layer, "/", variable, "'");
-      auto target = by_keras_name.find({layer, variable});
-      if (target == by_keras_name.end()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "extra tensor ", label, where, ": the ", DescribeModelSpec(model->spec()),
-            " network has no such weight (wrong --arch, --classes, --alpha or --logits-layer?)"));
-      }
-      const KerasWeightRef& ref = weight_map.at(target->second);
-      auto tensor = ReadDataset(group.get(), weight_name, ref.keras_shape);
-      if (!tensor.ok()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("tensor ", label, ": ", tensor.status().message(), where));
-      }
-      if (tensor->shape != ref.keras_shape) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "mis-shaped tensor ", label, where, ": file has ", ShapeString(tensor->shape),
-            ", the ", DescribeModelSpec(model->spec()), " network needs ",
-            ShapeString(ref.keras_shape)));
-      }
-      state.at(target->second).copy_(ToTorchLayout(*tensor, ref.layout));
-      loaded.insert(target->second);
-    }
-  }
-  for (const auto& [name, ref] : weight_map) {
-    if (loaded.count(name) == 0) {
-      return absl::InvalidArgumentError(absl::StrCat("missing tensor '", ref.layer, "/",
-                                                     ref.variable, "' (", name, ")", where));
-    }
+  for (const Slot& slot : slots) {
+    state.at(slot.name).copy_(
+        ToTorchLayout(values + slot.offset, slot.ref->keras_shape, slot.ref->layout));
   }
   return absl::OkStatus();
 }
