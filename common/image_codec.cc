@@ -872,7 +872,71 @@ void PngFlush(png_structp) {}
 void PngError(png_structp png, png_const_charp) { png_longjmp(png, 1); }
 void PngWarning(png_structp, png_const_charp) {}
 
-bool WritePng(const cv::Mat& image, int level, std::string* out) {
+// The grey (label map) writer's state, owned by EncodePng's frame, which libpng's longjmp
+// never crosses (see PngSink).
+struct GreyDeflate {
+  z_stream z{};
+  bool open = false;
+  std::vector<unsigned char> row;    // filter byte, then one row
+  std::vector<unsigned char> chunk;  // deflate output, written as an IDAT chunk when full
+  ~GreyDeflate() {
+    if (open) deflateEnd(&z);
+  }
+};
+
+// Label maps are long runs of one value, and most rows of a map restored to a photo's size
+// repeat the row above. So each row is filtered with None, except a row equal to the one
+// above, which goes out as Up (all zeros); run-length deflate packs either. libpng offers no
+// per-row choice short of its heuristic (which computes every enabled filter on every row:
+// twice the time), so this part deflates with zlib itself and libpng frames the chunks.
+// Only plain locals here: png_write_chunk may longjmp to WritePng.
+bool WriteGreyIdat(png_structp png, const cv::Mat& image, int level, GreyDeflate& grey) {
+  z_stream& z = grey.z;
+  if (deflateInit2(&z, level, Z_DEFLATED, 15, 8, Z_RLE) != Z_OK) return false;
+  grey.open = true;
+  const size_t width = static_cast<size_t>(image.cols);
+  unsigned char* row = grey.row.data();
+  unsigned char* chunk = grey.chunk.data();
+  const size_t chunk_size = grey.chunk.size();
+  z.next_out = chunk;
+  z.avail_out = static_cast<uInt>(chunk_size);
+  bool row_is_zeros = false;
+  for (int y = 0; y < image.rows; ++y) {
+    const unsigned char* pixels = image.ptr<unsigned char>(y);
+    const bool repeat = y > 0 && std::memcmp(pixels, image.ptr<unsigned char>(y - 1), width) == 0;
+    if (repeat) {
+      row[0] = PNG_FILTER_VALUE_UP;
+      if (!row_is_zeros) std::memset(row + 1, 0, width);
+    } else {
+      row[0] = PNG_FILTER_VALUE_NONE;
+      std::memcpy(row + 1, pixels, width);
+    }
+    row_is_zeros = repeat;
+    z.next_in = row;
+    z.avail_in = static_cast<uInt>(width + 1);
+    while (z.avail_in > 0) {
+      if (deflate(&z, Z_NO_FLUSH) != Z_OK) return false;
+      if (z.avail_out == 0) {
+        png_write_chunk(png, reinterpret_cast<png_const_bytep>("IDAT"), chunk, chunk_size);
+        z.next_out = chunk;
+        z.avail_out = static_cast<uInt>(chunk_size);
+      }
+    }
+  }
+  for (;;) {
+    const int r = deflate(&z, Z_FINISH);
+    if (r != Z_OK && r != Z_STREAM_END) return false;
+    const size_t have = chunk_size - z.avail_out;
+    if (have > 0 && (r == Z_STREAM_END || z.avail_out == 0)) {
+      png_write_chunk(png, reinterpret_cast<png_const_bytep>("IDAT"), chunk, have);
+      z.next_out = chunk;
+      z.avail_out = static_cast<uInt>(chunk_size);
+    }
+    if (r == Z_STREAM_END) return true;
+  }
+}
+
+bool WritePng(const cv::Mat& image, int level, std::string* out, GreyDeflate* grey) {
   png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, PngError, PngWarning);
   if (png == nullptr) return false;
   png_infop info = png_create_info_struct(png);
@@ -882,15 +946,20 @@ bool WritePng(const cv::Mat& image, int level, std::string* out) {
   }
   PngSink sink{out};
   png_set_write_fn(png, &sink, PngWrite, PngFlush);
-  const bool grey = image.channels() == 1;
+  const bool is_grey = image.channels() == 1;
   png_set_IHDR(png, info, static_cast<png_uint_32>(image.cols), static_cast<png_uint_32>(image.rows),
-               8, grey ? PNG_COLOR_TYPE_GRAY : PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
+               8, is_grey ? PNG_COLOR_TYPE_GRAY : PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
                PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+  if (is_grey) {
+    png_write_info(png, info);  // signature and IHDR
+    const bool written = WriteGreyIdat(png, image, level, *grey);
+    if (written) png_write_chunk(png, reinterpret_cast<png_const_bytep>("IEND"), nullptr, 0);
+    png_destroy_write_struct(&png, &info);
+    return written;
+  }
   // One filter for every row instead of libpng's adaptive choice among five, which costs
-  // more than the deflate. Label maps are upscaled from the network's output, so a row is
-  // mostly its predecessor: Up makes it zeros, which run-length deflate packs. Overlays are
-  // photos: Sub turns smooth rows into small numbers.
-  png_set_filter(png, PNG_FILTER_TYPE_BASE, grey ? PNG_FILTER_UP : PNG_FILTER_SUB);
+  // more than the deflate: overlays are photos, and Sub turns smooth rows into small numbers.
+  png_set_filter(png, PNG_FILTER_TYPE_BASE, PNG_FILTER_SUB);
   png_set_compression_level(png, level);
   png_set_compression_strategy(png, Z_RLE);
   png_write_info(png, info);
@@ -910,13 +979,19 @@ std::string EncodePng(const cv::Mat& image, int compression) {
     return {};
   }
   std::string png;
+  GreyDeflate grey;
   try {
     // Room for a well-compressed label map; larger outputs grow it as they go.
     png.reserve(std::min<size_t>(image.total() * image.channels() / 8 + 1024, size_t{64} << 20));
+    if (image.channels() == 1) {
+      grey.row.resize(static_cast<size_t>(image.cols) + 1);
+      grey.chunk.resize(size_t{256} << 10);
+    }
   } catch (const std::exception&) {
     return {};
   }
-  if (!WritePng(image, compression < 0 ? 0 : (compression > 9 ? 9 : compression), &png)) return {};
+  const int level = compression < 0 ? 0 : (compression > 9 ? 9 : compression);
+  if (!WritePng(image, level, &png, &grey)) return {};
   return png;
 }
 

@@ -1447,6 +1447,31 @@ TEST(EncodePngTest, CompressionLevelIsUsedAndClamped) {
   }
 }
 
+// Label maps are deflated by EncodePng itself in IDAT chunks of 256 KiB (None for a row,
+// Up for a row that repeats the one above): noise needs several chunks, and rows that
+// repeat, then differ, then repeat again come back exactly, at every level.
+TEST(EncodePngTest, LabelMapsOfManyChunksAndRepeatedRowsAreExact) {
+  cv::Mat noise(700, 1100, CV_8UC1);
+  cv::randu(noise, 0, 256);
+  noise.row(5).copyTo(noise.row(6));
+  noise.row(5).copyTo(noise.row(7));
+  noise.row(100).setTo(0);
+  noise.row(100).copyTo(noise.row(101));
+  for (int level : {0, 1, 9}) {
+    const std::string png = EncodePng(noise, level);
+    ASSERT_GT(png.size(), size_t{1} << 19) << level;  // more than two chunks
+    const cv::Mat back =
+        cv::imdecode(std::vector<uchar>(png.begin(), png.end()), cv::IMREAD_UNCHANGED);
+    ASSERT_EQ(back.type(), CV_8UC1) << level;
+    EXPECT_EQ(MaxDiff(back, noise), 0) << level;
+  }
+  cv::Mat one(1, 1, CV_8UC1, cv::Scalar(20));
+  const std::string png = EncodePng(one);
+  const cv::Mat back = cv::imdecode(std::vector<uchar>(png.begin(), png.end()), cv::IMREAD_UNCHANGED);
+  ASSERT_FALSE(back.empty());
+  EXPECT_EQ(back.at<uchar>(0, 0), 20);
+}
+
 // A label map as a network gives it (regions, upscaled to a photo's size), seen through a
 // view whose rows are not contiguous: exact after decoding, and no larger than OpenCV's own
 // PNG writer at the same zlib level (which the worker used before) makes it.

@@ -1,4 +1,4 @@
-// deeplab-png-bench: the worker's PNG writer (EncodePng: libpng, one filter, run-length
+// deeplab-png-bench: the worker's PNG writer (EncodePng: one filter per row, run-length
 // deflate) against OpenCV's PNG writer as the worker called it before (cv::imencode at zlib
 // level 1, libpng's adaptive filters), side by side in one run, on a label map and an
 // overlay of a given size. docs/BENCHMARKS.md ("PNG outputs") has the numbers.
