@@ -36,7 +36,7 @@ if [ $quick -eq 0 ]; then
   libtorch_arithmetic='ModelTest\.MultiplyAddsNearTheModelZooFigure|TrainerTest\.AShortRunLowersTheLossAndWritesLoadableWeights|EagerMirrorTest\..*|Geometries/UpsampleArgmaxTest\.TensorOpsGiveTheSameLabelsAsTheCpuPath/.*'
   client_cli='ClientCliTest\.(HelpAndBadCommandLines|ModelsListsTheTestWeightSets|AMissingFileFailsAloneAndTheOthersAreWritten|NoOverlayWritesLabelsAndReportOnly|ACorruptImageIsInvalidArgumentAndTheOthersAreWritten|ProgressBarOnlyOnATerminal|AnUnknownWeightSetSendsNothing|AnUnreachableServerIsExitThree|AGatewayWithoutWorkersIsExitThreeNotFour|WaitForAReadyModelAndForOneThatIsNot|UnavailableForEveryImageIsExitThree)'
   bench_cli='BenchProcessTest\.(ConcurrencyStepsReportEveryRequestInJson|TableForPeople|ExitCodesForUnknownWeightSetsUnreachableServersAndBadFlags|DirectToWorker|DirectToWorkerExitCodes|InProcessFindsTheCeiling)'
-  tools='tools_test|WorkerProcessTest\.ACudaWorkerExportsItsGpusMemoryFromNvml|GatewayProcessTest\.WorkersNeededRisesWhenRequestsQueue'
+  tools='WorkerProcessTest\.ACudaWorkerExportsItsGpusMemoryFromNvml|GatewayProcessTest\.WorkersNeededRisesWhenRequestsQueue'
   (cd build-asan && ctest --output-on-failure -j 2 --timeout 1800 \
     -E "^($libtorch_arithmetic|$client_cli|$bench_cli|$tools)\$")
   phase_done "sanitizers: address,undefined (build and tests)"
