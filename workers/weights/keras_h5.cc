@@ -273,7 +273,7 @@ absl::Status ReadKerasTensorsIsolated(const std::string& path, const std::string
     const absl::Status read = ReadKerasTensors(path, network, slots, shared_values);
     status->code = static_cast<int32_t>(read.code());
     const size_t n = std::min(read.message().size(), sizeof(status->message) - 1);
-    std::memcpy(status->message, read.message().data(), n);
+    if (n > 0) std::memcpy(status->message, read.message().data(), n);  // OK: data() is null
     status->done = 1;
     _exit(0);
   }
