@@ -985,7 +985,8 @@ std::string EncodePng(const cv::Mat& image, int compression) {
     png.reserve(std::min<size_t>(image.total() * image.channels() / 8 + 1024, size_t{64} << 20));
     if (image.channels() == 1) {
       grey.row.resize(static_cast<size_t>(image.cols) + 1);
-      grey.chunk.resize(size_t{256} << 10);
+      // IDAT chunks of up to 256 KiB; a small map's whole filtered rows fit in less.
+      grey.chunk.resize(std::min(size_t{256} << 10, image.total() + image.rows + 1024));
     }
   } catch (const std::exception&) {
     return {};

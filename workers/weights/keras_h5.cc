@@ -14,7 +14,6 @@
 #include <cstring>
 #include <new>
 #include <optional>
-#include <set>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
@@ -117,12 +116,11 @@ absl::StatusOr<std::vector<std::string>> ReadLayerNames(hid_t group) {
 }
 
 // One tensor of the model as the file must hold it, and where its values go in the
-// reader's output (a float offset).
+// reader's output (a float offset; ref->keras_shape gives the count).
 struct Slot {
   std::string name;  // state-dict name
   const KerasWeightRef* ref = nullptr;
   size_t offset = 0;
-  size_t count = 0;
 };
 
 // Reads the dataset into `out` only when it has the shape `want`, and returns the file's
@@ -147,7 +145,7 @@ absl::StatusOr<std::vector<int64_t>> ReadDataset(hid_t group, const std::string&
 }
 
 // The part that touches the file: libhdf5 only, no LibTorch, so that it can run in a forked
-// child. Fills values[slot.offset, +slot.count) of every slot the file holds and checks that
+// child. Fills the values of every slot the file holds, at slot.offset, and checks that
 // every slot was filled. `network` names the model in errors.
 absl::Status ReadKerasTensors(const std::string& path, const std::string& network,
                               const std::vector<Slot>& slots, float* values) {
@@ -273,7 +271,8 @@ absl::Status ReadKerasTensorsIsolated(const std::string& path, const std::string
     const absl::Status read = ReadKerasTensors(path, network, slots, shared_values);
     status->code = static_cast<int32_t>(read.code());
     const size_t n = std::min(read.message().size(), sizeof(status->message) - 1);
-    if (n > 0) std::memcpy(status->message, read.message().data(), n);  // OK: data() is null
+    // An OK status's message is empty with a null data(), which memcpy may not be given.
+    if (n > 0) std::memcpy(status->message, read.message().data(), n);
     status->done = 1;
     _exit(0);
   }
@@ -298,9 +297,9 @@ absl::Status ReadKerasTensorsIsolated(const std::string& path, const std::string
     absl::SleepFor(pause);
     pause = std::min(pause * 2, absl::Milliseconds(20));
   }
-  const std::string damaged =
-      absl::StrCat(": the file is damaged or was made to attack the reader (the process that "
-                   "read it was ended; nothing else was affected)");
+  const char* damaged =
+      ": the file is damaged or was made to attack the reader (the process that read it was "
+      "ended; nothing else was affected)";
   if (timed_out) {
     return absl::DeadlineExceededError(absl::StrCat("reading Keras weight file ", path,
                                                     " took over ", absl::FormatDuration(timeout),
@@ -388,7 +387,7 @@ absl::Status LoadKerasH5(const std::string& path, DeepLabV3Plus& model,
   for (const auto& [name, ref] : weight_map) {
     size_t count = 1;
     for (int64_t d : ref.keras_shape) count *= static_cast<size_t>(d);
-    slots.push_back(Slot{name, &ref, total, count});
+    slots.push_back(Slot{name, &ref, total});
     total += count;
   }
   const std::string network = DescribeModelSpec(model->spec());
