@@ -5,6 +5,7 @@
 #include <cstring>
 #include <exception>
 #include <new>
+#include <optional>
 #include <png.h>
 #include <zlib.h>
 
@@ -697,7 +698,8 @@ absl::Status CheckImageBytes(const v1::Image& image, const ImageLimits& limits) 
 }
 
 absl::StatusOr<DecodedImage> DecodeImageAtLeast(std::string_view bytes, const ImageLimits& limits,
-                                                const MinimumSize& minimum) {
+                                                const MinimumSize& minimum,
+                                                const JpegBandOptions& bands) {
   if (bytes.empty()) return Invalid("the image is empty: no bytes were sent");
   const int64_t size = static_cast<int64_t>(bytes.size());
   if (absl::Status status = ByteLimit(size, limits, "image"); !status.ok()) return status;
@@ -745,6 +747,16 @@ absl::StatusOr<DecodedImage> DecodeImageAtLeast(std::string_view bytes, const Im
       absl::StrCat("could not decode ", FormatName(format), " image: the data is corrupt");
   // OpenCV reports failures by exceptions as well as by an empty result; neither may escape.
   try {
+    if (out.reduction > 1) {
+      // Bands decode only what they can decode exactly, and leave everything else (corrupt
+      // data included) to OpenCV below.
+      std::optional<cv::Mat> banded = DecodeJpegInBands(bytes, out.reduction, bands, &out.bands);
+      if (banded) {
+        ApplyOrientation(layout->orientation, *banded);
+        out.rgb = *std::move(banded);
+        return out;
+      }
+    }
     // imdecode only reads the buffer, so wrapping it without a copy is safe.
     const cv::Mat buffer(1, static_cast<int>(size), CV_8UC1, const_cast<char*>(bytes.data()));
     const cv::Mat decoded = cv::imdecode(buffer, flags);
@@ -835,9 +847,10 @@ absl::StatusOr<cv::Mat> DecodeImageMessage(const v1::Image& image, const ImageLi
 
 absl::StatusOr<DecodedImage> DecodeImageMessageAtLeast(const v1::Image& image,
                                                        const ImageLimits& limits,
-                                                       const MinimumSize& minimum) {
+                                                       const MinimumSize& minimum,
+                                                       const JpegBandOptions& bands) {
   if (image.source_case() == v1::Image::kEncoded) {
-    return DecodeImageAtLeast(image.encoded(), limits, minimum);
+    return DecodeImageAtLeast(image.encoded(), limits, minimum, bands);
   }
   absl::StatusOr<cv::Mat> rgb = DecodeImageMessage(image, limits);
   if (!rgb.ok()) return rgb.status();

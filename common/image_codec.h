@@ -17,6 +17,7 @@
 #include <opencv2/core.hpp>
 
 #include "absl/status/statusor.h"
+#include "common/jpeg_bands.h"
 #include "deeplab/v1/common.pb.h"
 
 namespace deeplab {
@@ -56,6 +57,8 @@ struct DecodedImage {
   int height = 0;
   int width = 0;
   int reduction = 1;
+  // Threads the JPEG was decoded on, in bands (common/jpeg_bands.h); 1 for one thread.
+  int bands = 1;
 };
 
 // The smallest size (cv::Size(width, height)) the caller will resize an image of the given
@@ -65,8 +68,11 @@ using MinimumSize = std::function<cv::Size(int height, int width)>;
 // DecodeImage, except that a JPEG is decoded at the largest reduction (1/2, 1/4, 1/8) that
 // still gives at least `minimum(height, width)`. Other formats, and a null `minimum`,
 // decode at full size. Limits, orientation and errors as DecodeImage.
+// A large reduced JPEG with restart markers is decoded in bands on several threads
+// (common/jpeg_bands.h), with the same pixels as on one.
 absl::StatusOr<DecodedImage> DecodeImageAtLeast(std::string_view bytes, const ImageLimits& limits,
-                                                const MinimumSize& minimum);
+                                                const MinimumSize& minimum,
+                                                const JpegBandOptions& bands = {});
 
 // The same for raw pixels (1, 3 or 4 interleaved uint8 channels; RGB order).
 absl::StatusOr<cv::Mat> ImageFromRaw(const v1::RawImage& raw, const ImageLimits& limits);
@@ -81,7 +87,8 @@ absl::StatusOr<cv::Mat> DecodeImageMessage(const v1::Image& image, const ImageLi
 // The same with DecodeImageAtLeast for encoded images (raw pixels are never reduced).
 absl::StatusOr<DecodedImage> DecodeImageMessageAtLeast(const v1::Image& image,
                                                        const ImageLimits& limits,
-                                                       const MinimumSize& minimum);
+                                                       const MinimumSize& minimum,
+                                                       const JpegBandOptions& bands = {});
 
 // PNG of an 8-bit image: 1 channel (grey) or 3 channels in R, G, B order, with run-length
 // deflate and one filter per row: for grey (label maps) None, or Up (zeros) where a row

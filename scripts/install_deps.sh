@@ -10,6 +10,7 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libopencv-dev prometheus-cpp-dev libcivetweb-dev libabsl-dev libhdf5-dev zlib1g-dev libssl-dev
   libpng-dev                                     # PNG outputs written with libpng directly
+  libjpeg-dev                                    # large JPEGs decoded in bands with libjpeg-turbo
   libgoogle-perftools-dev                        # tcmalloc (see CMakeLists.txt)
   libgtest-dev libgmock-dev
   python3 python3-torch python3-numpy python3-h5py python3-grpcio python3-grpc-tools

@@ -76,6 +76,9 @@ ABSL_FLAG(std::string, layout, "auto",
 ABSL_FLAG(bool, reduced_decode, true,
           "In-process: decode JPEGs at a reduced scale where the input allows, as "
           "deeplab-worker --reduced-decode");
+ABSL_FLAG(int, decode_threads, 0,
+          "In-process: threads for one large reduced JPEG with restart markers, as "
+          "deeplab-worker --decode-threads (0: one per core, 1: one)");
 
 namespace deeplab::bench {
 namespace {
@@ -122,6 +125,7 @@ int RunInProcessMode(const std::vector<BenchImage>& images, const v1::OutputOpti
   options.precision = absl::GetFlag(FLAGS_precision);
   options.layout = absl::GetFlag(FLAGS_layout);
   options.reduced_decode = absl::GetFlag(FLAGS_reduced_decode);
+  options.decode_threads = absl::GetFlag(FLAGS_decode_threads);
   if (absl::Status s = CheckInProcessOptions(options); !s.ok()) {
     return BadArguments(std::string(s.message()));
   }

@@ -169,6 +169,7 @@ absl::Status RunInProcess(const InProcessOptions& options,
   worker.precision = *precision;
   worker.instances = instances;
   worker.reduced_decode = options.reduced_decode;
+  worker.decode_threads = options.decode_threads;
   worker.batch_slots = DefaultBatchSlots(options.batch_slots, instances, options.device);
   worker.pipeline_threads = options.pipeline_threads > 0 ? options.pipeline_threads : Cores();
   // The worker splits batches above --max-forward-batch (32); here every batch size should

@@ -41,6 +41,7 @@ struct InProcessOptions {
   std::string precision = "config";  // as deeplab-worker --precision
   std::string layout = "auto";       // as deeplab-worker --layout
   bool reduced_decode = true;        // as deeplab-worker --reduced-decode
+  int decode_threads = 0;            // as deeplab-worker --decode-threads
 };
 
 // Filled before the first batch size runs.

@@ -23,6 +23,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "deeplab/v1/common.pb.h"
+#include "tests/common/test_files.h"
 
 namespace deeplab {
 namespace {
@@ -57,18 +58,6 @@ std::string Encode(const cv::Mat& image, const std::string& ext,
   std::vector<uchar> bytes;
   EXPECT_TRUE(cv::imencode(ext, image, bytes, params)) << ext;
   return std::string(bytes.begin(), bytes.end());
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  EXPECT_TRUE(in.good()) << "cannot open " << path;
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
-
-std::string PhotoPath(const std::string& name) {
-  return std::string(DEEPLAB_PHOTOS_DIR) + "/" + name;
 }
 
 void PutBe16(std::string& s, uint32_t v) {

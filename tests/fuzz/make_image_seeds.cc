@@ -215,6 +215,9 @@ int main(int argc, char** argv) {
   write("rgb_8x6.jpg", jpeg);
   write("grey_progressive_5x3.jpg", Encode(".jpg", grey, {cv::IMWRITE_JPEG_PROGRESSIVE, 1}));
   write("exif_orientation6.jpg", JpegWithExif(jpeg, 6));
+  // A restart marker after every MCU: 2 MCUs a row, so bands can be cut at rows 4 and 8.
+  write("restart_every_mcu_24x144.jpg",
+        Encode(".jpg", Picture(144, 24, CV_8UC3), {cv::IMWRITE_JPEG_RST_INTERVAL, 1}));
 
   const Bytes png = Encode(".png", bgr);
   write("rgb_8x6.png", png);

@@ -236,6 +236,40 @@ TEST_F(WorkerProcessTest, MemoryGrownForAHugeImageIsReturned) {
   EXPECT_LT(after - before, 120e6);
 }
 
+// Phone photos (restart markers after every row of blocks) are decoded in bands on several
+// threads: the labels are the ones one thread gives, byte for byte.
+TEST_F(WorkerProcessTest, PhonePhotosDecodedInBandsGiveTheLabelsOfOneThread) {
+  std::vector<std::string> labels[2];
+  for (int i = 0; i < 2; ++i) {
+    Server worker = StartWorker(*repo_, "ready",
+                                {"--load", "colour", "--decode-threads", i == 0 ? "3" : "1"});
+    auto stub = v1::Worker::NewStub(worker.channel);
+    const v1::InferRequest request = PhotoRequest("colour", {"cat.jpg", "dog_baxter.jpg"});
+    grpc::ClientContext ctx;
+    v1::InferResponse response;
+    ASSERT_TRUE(stub->Infer(&ctx, request, &response).ok());
+    for (const auto& result : response.items()) {
+      ASSERT_EQ(result.code(), 0) << result.message();
+      labels[i].push_back(result.result().label_png());
+    }
+    // Both photos went through the fast path (for a 64x64 input: 1/8 scale), in bands only
+    // where asked.
+    const std::string metrics = Scrape(worker.metrics_address);
+    const std::string scale = "deeplab_worker_decoded_images_total{model=\"colour\",scale=\"1/8\",";
+    EXPECT_EQ(MetricValue(metrics, scale + "threads=\"bands\"}"), i == 0 ? 2 : -1) << metrics;
+    EXPECT_EQ(MetricValue(metrics, scale + "threads=\"one\"}"), i == 0 ? -1 : 2) << metrics;
+  }
+  ASSERT_EQ(labels[0].size(), 2u);
+  EXPECT_EQ(labels[0], labels[1]);
+
+  // A negative thread count is a bad command line.
+  absl::StatusOr<deeplab::testing::ProgramResult> bad = deeplab::testing::RunProgram(
+      {DEEPLAB_WORKER_BINARY, "--models", *repo_, "--decode-threads", "-1"}, absl::Seconds(60));
+  ASSERT_TRUE(bad.ok()) << bad.status();
+  EXPECT_EQ(bad->exit_code, 2);
+  EXPECT_THAT(bad->err, HasSubstr("--decode-threads must be 0 (one per core) or more, got -1"));
+}
+
 TEST_F(WorkerProcessTest, SigtermDrainsInFlightBatchesAndRefusesNewOnes) {
   Server worker = StartWorker(*repo_);
   auto stub = v1::Worker::NewStub(worker.channel);

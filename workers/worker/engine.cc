@@ -361,12 +361,14 @@ void WorkerEngine::Infer(const v1::InferRequest& request, v1::InferResponse* res
 void WorkerEngine::DecodeItem(const std::shared_ptr<Job>& job, int index) {
   const WeightSet& ws = *job->weight_set;
   v1::StageTimings* timings = job->response->mutable_items(index)->mutable_result()->mutable_timings();
+  int reduction = 1, bands = 1;  // how the image was decoded, for the metrics
   try {
     auto start = std::chrono::steady_clock::now();
     const v1::InferItem& item = job->request->items(index);
     const absl::Status valid = ValidateOutputOptions(item.outputs());
     absl::StatusOr<DecodedImage> rgb =
-        valid.ok() ? DecodeImageMessageAtLeast(item.image(), options_.limits, ws.minimum_decode)
+        valid.ok() ? DecodeImageMessageAtLeast(item.image(), options_.limits, ws.minimum_decode,
+                                               JpegBandOptions{options_.decode_threads})
                    : absl::StatusOr<DecodedImage>(valid);
     // The overlay blends the image at its original size: decoded whole as well, so that the
     // labels never depend on which outputs were asked for.
@@ -379,6 +381,8 @@ void WorkerEngine::DecodeItem(const std::shared_ptr<Job>& job, int index) {
     if (!rgb.ok()) {
       job->status[index] = rgb.status();
     } else {
+      reduction = rgb->reduction;
+      bands = rgb->bands;
       if (int64_t{rgb->height} * rgb->width >= kLargeImagePixels) job->large = true;
       start = std::chrono::steady_clock::now();
       job->prepared[index] = Preprocess(*rgb, ws.pipeline);
@@ -392,6 +396,7 @@ void WorkerEngine::DecodeItem(const std::shared_ptr<Job>& job, int index) {
   }
   if (metrics_ != nullptr) {
     metrics_->ObserveStage(ws.name, "decode", timings->decode_seconds());
+    if (job->status[index].ok()) metrics_->CountDecode(ws.name, reduction, bands);
     if (job->status[index].ok()) {
       metrics_->ObserveStage(ws.name, "preprocess", timings->preprocess_seconds());
     }

@@ -70,6 +70,9 @@ struct WorkerOptions {
   // network input is that much smaller than the image; the outputs still come back at the
   // original size (an overlay from a second, whole decode). Not for tiled weight sets.
   bool reduced_decode = true;
+  // Threads one reduced JPEG with restart markers is decoded on, in bands (common/jpeg_bands.h;
+  // images of 2 megapixels and more); 0: one per core, at most 8; 1: never in bands.
+  int decode_threads = 0;
   // Batch sizes forward passes are padded to; empty: DefaultPaddedBatchSizes (CUDA: powers
   // of two up to max_forward_batch; CPU: none).
   std::vector<int> padded_batch_sizes;

@@ -53,6 +53,10 @@ ABSL_FLAG(bool, reduced_decode, true,
           "Decode a JPEG at 1/2, 1/4 or 1/8 scale when the network input is that much smaller "
           "(not for tiled weight sets; an overlay decodes the image whole as well); outputs stay "
           "at the original size. --reduced-decode=false decodes every image whole");
+ABSL_FLAG(int, decode_threads, 0,
+          "Threads one large reduced JPEG with restart markers (as phone cameras write them) is "
+          "decoded on, in horizontal bands with the same pixels as one thread; 0: one per core "
+          "(at most 8), 1: one thread");
 ABSL_FLAG(int, max_message_mb, 512, "Largest gRPC message, in MiB (see deeplab-gateway)");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(60),
           "On SIGTERM, how long in-flight batches may take to finish");
@@ -113,6 +117,12 @@ int Run() {
   options.limits.max_bytes = absl::GetFlag(FLAGS_max_image_bytes);
   options.limits.max_pixels = absl::GetFlag(FLAGS_max_image_pixels);
   options.reduced_decode = absl::GetFlag(FLAGS_reduced_decode);
+  options.decode_threads = absl::GetFlag(FLAGS_decode_threads);
+  if (options.decode_threads < 0) {
+    std::cerr << "deeplab-worker: --decode-threads must be 0 (one per core) or more, got "
+              << options.decode_threads << "\n";
+    return 2;
+  }
   const int instances =
       deeplab::DefaultInstances(absl::GetFlag(FLAGS_instances), options.runtime.device);
   options.instances = instances;

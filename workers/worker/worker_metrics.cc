@@ -1,6 +1,7 @@
 #include "workers/worker/worker_metrics.h"
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 
 namespace deeplab {
 namespace {
@@ -48,7 +49,21 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& registry)
                               "and of outputs brought back (uint8 labels and probabilities), "
                               "by weight set and direction; on a CPU worker the same buffers "
                               "are used in place")
-                        .Register(registry)) {}
+                        .Register(registry)),
+      decodes_(prometheus::BuildCounter()
+                   .Name("deeplab_worker_decoded_images_total")
+                   .Help("Images decoded, by weight set, scale (1, 1/2, 1/4, 1/8: reduced JPEG "
+                         "decoding) and threads (one, or bands: a JPEG with restart markers "
+                         "decoded on several)")
+                   .Register(registry)) {}
+
+void WorkerMetrics::CountDecode(const std::string& model, int reduction, int bands) {
+  decodes_
+      .Add({{"model", model},
+            {"scale", reduction > 1 ? absl::StrCat("1/", reduction) : std::string("1")},
+            {"threads", bands > 1 ? "bands" : "one"}})
+      .Increment();
+}
 
 void WorkerMetrics::CountDeviceBytes(const std::string& model, const std::string& direction,
                                      int64_t bytes) {

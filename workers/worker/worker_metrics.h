@@ -28,6 +28,8 @@ class WorkerMetrics {
   void ObserveStage(const std::string& model, const std::string& stage, double seconds);
   void SetReady(const std::string& model, bool ready);
   void SetBatchSlots(int total, int free);
+  // An image decoded: reduction 1 (whole), 2, 4 or 8; bands > 1 when decoded in bands.
+  void CountDecode(const std::string& model, int reduction, int bands);
   // direction: "to_device" or "to_host".
   void CountDeviceBytes(const std::string& model, const std::string& direction, int64_t bytes);
 
@@ -39,6 +41,7 @@ class WorkerMetrics {
   prometheus::Family<prometheus::Gauge>& ready_;
   prometheus::Family<prometheus::Gauge>& slots_;
   prometheus::Family<prometheus::Counter>& device_bytes_;
+  prometheus::Family<prometheus::Counter>& decodes_;
 };
 
 // A gRPC status code's canonical name, e.g. 3 -> "INVALID_ARGUMENT".
