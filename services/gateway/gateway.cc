@@ -528,6 +528,12 @@ void Gateway::UpdateLoadMetrics() {
 
 v1::ListModelsResponse Gateway::ListModels() const { return pool_->ListModels(); }
 
+v1::ListModelsResponse Gateway::ListModelsFor(const std::string& name) const {
+  v1::ListModelsResponse one = pool_->ListModels(&name);
+  if (one.models_size() > 0) return one;
+  return pool_->ListModels();
+}
+
 bool Gateway::Serving() const {
   const v1::ListModelsResponse models = pool_->ListModels();
   for (const auto& m : models.models()) {

@@ -77,6 +77,10 @@ class Gateway {
   void Cancel(uint64_t id);
 
   v1::ListModelsResponse ListModels() const;
+  // ListModels for looking up one weight set (oip::FindModel): only that one when some worker
+  // has it, else every one (for the error's list of names). The Open Inference Protocol
+  // looks up its model on every call; building every weight set's info each time was waste.
+  v1::ListModelsResponse ListModelsFor(const std::string& name) const;
   // True when some healthy worker has a ready weight set: the gateway's health.
   bool Serving() const;
   // Called (outside locks) whenever worker membership or readiness may have changed.

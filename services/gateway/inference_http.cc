@@ -586,7 +586,8 @@ int HttpInferenceServer::Route(mg_connection* conn) {
     }
   }
   if (action != "infer") {
-    absl::StatusOr<v1::ModelInfo> model = oip::FindModel(gateway_->ListModels(), name, version);
+    absl::StatusOr<v1::ModelInfo> model =
+        oip::FindModel(gateway_->ListModelsFor(name), name, version);
     if (!model.ok()) return fail(model.status());
     if (action == "ready") {
       return finish(JsonReply(model->ready() ? 200 : 400,

@@ -449,7 +449,8 @@ std::shared_ptr<InferCall> InferCall::Start(Gateway* gateway,
 
 void InferCall::Run(const inference::ModelInferRequest& request, absl::Time deadline) {
   absl::StatusOr<v1::ModelInfo> model =
-      FindModel(gateway_->ListModels(), request.model_name(), request.model_version());
+      FindModel(gateway_->ListModelsFor(request.model_name()), request.model_name(),
+                request.model_version());
   if (!model.ok()) {
     done_(model.status());
     return;

@@ -77,7 +77,7 @@ grpc::ServerUnaryReactor* InferenceService::ModelReady(grpc::CallbackServerConte
     return Answer(context, "ModelReady", s);
   }
   absl::StatusOr<v1::ModelInfo> model =
-      oip::FindModel(gateway_->ListModels(), request->name(), request->version());
+      oip::FindModel(gateway_->ListModelsFor(request->name()), request->name(), request->version());
   if (!model.ok()) return Answer(context, "ModelReady", model.status());
   response->set_ready(model->ready());
   return Answer(context, "ModelReady", absl::OkStatus());
@@ -90,7 +90,7 @@ grpc::ServerUnaryReactor* InferenceService::ModelMetadata(
     return Answer(context, "ModelMetadata", s);
   }
   absl::StatusOr<v1::ModelInfo> model =
-      oip::FindModel(gateway_->ListModels(), request->name(), request->version());
+      oip::FindModel(gateway_->ListModelsFor(request->name()), request->name(), request->version());
   if (!model.ok()) return Answer(context, "ModelMetadata", model.status());
   *response = oip::ModelMetadata(*model);
   return Answer(context, "ModelMetadata", absl::OkStatus());

@@ -346,13 +346,14 @@ uint64_t WorkerPool::Generation(const std::string& worker) const {
   return it == workers_.end() || !it->second->healthy ? 0 : it->second->generation;
 }
 
-v1::ListModelsResponse WorkerPool::ListModels() const {
+v1::ListModelsResponse WorkerPool::ListModels(const std::string* only) const {
   v1::ListModelsResponse out;
   std::map<std::string, v1::ModelInfo> models;
   absl::MutexLock lock(&mu_);
   for (const auto& [address, w] : workers_) {
     if (w->healthy) out.set_healthy_workers(out.healthy_workers() + 1);
     for (const auto& ws : w->status.weight_sets()) {
+      if (only != nullptr && ws.name() != *only) continue;
       v1::ModelInfo& info = models[ws.name()];
       if (info.name().empty()) info = ModelInfoFromConfig(ws.name(), ws.config());
       if (ws.ready() && w->healthy) {

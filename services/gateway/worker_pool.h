@@ -96,8 +96,9 @@ class WorkerPool {
   // between (its old slots are gone).
   uint64_t Generation(const std::string& worker) const;
 
-  // What the weight sets are and where they are ready.
-  v1::ListModelsResponse ListModels() const;
+  // What the weight sets are and where they are ready; with `only`, just that weight set (the
+  // worker counts are always the whole pool's).
+  v1::ListModelsResponse ListModels(const std::string* only = nullptr) const;
   // What admitting a request needs to know of its weight set, read under one lock without
   // copying configs: whether some healthy worker has it ready, and its patch geometry.
   struct ModelRoute {

@@ -488,7 +488,8 @@ class Test:
         self.expect_error(lambda: stub.ModelMetadata(pb.ModelMetadataRequest(name="nope"),
                                                      timeout=10),
                           grpc.StatusCode.NOT_FOUND, "gRPC ModelMetadata of an unknown model: "
-                          "NOT_FOUND")
+                          "NOT_FOUND, naming the models there are",
+                          prefix="unknown model 'nope'; available: colour, demo, missing")
         self.expect_error(lambda: stub.ModelMetadata(
             pb.ModelMetadataRequest(name="colour", version="7"), timeout=10),
             grpc.StatusCode.NOT_FOUND, "gRPC ModelMetadata of version 7: NOT_FOUND")

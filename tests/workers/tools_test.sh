@@ -67,6 +67,15 @@ err=$("$bin/deeplab-convert" --arch mobilenetv2 --classes 21 --from "$tmp/bad.h5
 set -e
 [ $rc -eq 1 ] || fail "mis-shaped: exit $rc"
 expect "mis-shaped tensor" "$err"
+# A file that crashes libhdf5 itself (tests/workers/data): the reader's child process dies,
+# the tool reports it and exits 1 (before the fix it died of SIGSEGV, exit 139).
+set +e
+err=$("$bin/deeplab-convert" --arch mobilenetv2 --classes 2 \
+  --from "$src/tests/workers/data/libhdf5_crash_global_heap.h5" --to "$tmp/z.dlck" 2>&1); rc=$?
+set -e
+[ $rc -eq 1 ] || fail "hostile HDF5 file: exit $rc: $err"
+expect "the HDF5 library crashed" "$err"
+[ ! -e "$tmp/z.dlck" ] || fail "a failed conversion left a file"
 set +e
 err=$("$bin/deeplab-convert" --arch mobilenetv2 --classes 21 2>&1); rc=$?
 set -e
