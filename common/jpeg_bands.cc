@@ -1,14 +1,14 @@
 #include "common/jpeg_bands.h"
 
+#include <jpeglib.h>
+
+#include <algorithm>
 #include <csetjmp>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <exception>
-#include <jpeglib.h>
-
-#include <algorithm>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -53,8 +53,7 @@ std::optional<Layout> ReadLayout(std::string_view b) {
     const size_t length = Be16(b, pos + 2);
     if (length < 2 || length > b.size() - pos - 2) return std::nullopt;
     const std::string_view payload = b.substr(pos + 4, length - 2);
-    if ((marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xCC) ||
-        marker == 0xDC) {
+    if ((marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xCC) || marker == 0xDC) {
       // Frame headers: only one, baseline or extended sequential Huffman (SOF0, SOF1), 8-bit.
       if (have_frame || (marker != 0xC0 && marker != 0xC1)) return std::nullopt;
       if (payload.size() < 6 || U8(payload, 0) != 8) return std::nullopt;
@@ -75,10 +74,9 @@ std::optional<Layout> ReadLayout(std::string_view b) {
           return std::nullopt;
         }
       }
-      const bool sampling_ok = components == 1
-                                   ? (h0 == 1 && v0 == 1)
-                                   : ((h0 == 1 && v0 == 1) || (h0 == 2 && v0 == 1) ||
-                                      (h0 == 2 && v0 == 2));
+      const bool sampling_ok =
+          components == 1 ? (h0 == 1 && v0 == 1)
+                          : ((h0 == 1 && v0 == 1) || (h0 == 2 && v0 == 1) || (h0 == 2 && v0 == 2));
       if (!sampling_ok) return std::nullopt;
       have_frame = true;
     } else if (marker == 0xDD) {  // DRI
@@ -107,9 +105,8 @@ std::optional<Layout> ReadLayout(std::string_view b) {
   layout.mcu_height = 8 * v0;
   layout.mcus_per_row = (layout.width + mcu_width - 1) / mcu_width;
   layout.mcu_rows = (layout.height + layout.mcu_height - 1) / layout.mcu_height;
-  const int64_t intervals =
-      (layout.mcus_per_row * layout.mcu_rows + layout.restart_interval - 1) /
-      layout.restart_interval;
+  const int64_t intervals = (layout.mcus_per_row * layout.mcu_rows + layout.restart_interval - 1) /
+                            layout.restart_interval;
 
   // The entropy-coded data: FF 00 is a stuffed byte, FF FF fill, FF D0-D7 the restart markers
   // (which must come in order), FF D9 the end. Any other marker (a second scan, DNL) and we
@@ -156,7 +153,9 @@ struct ErrorManager {
   std::jmp_buf jump;
 };
 
-void ErrorExit(j_common_ptr cinfo) { std::longjmp(reinterpret_cast<ErrorManager*>(cinfo->err)->jump, 1); }
+void ErrorExit(j_common_ptr cinfo) {
+  std::longjmp(reinterpret_cast<ErrorManager*>(cinfo->err)->jump, 1);
+}
 
 void EmitMessage(j_common_ptr cinfo, int level) {
   if (level < 0) ++cinfo->err->num_warnings;
@@ -164,11 +163,14 @@ void EmitMessage(j_common_ptr cinfo, int level) {
 
 void OutputMessage(j_common_ptr) {}
 
-// Feeds the band's pieces in turn: header, data, end marker.
+// Feeds the band's pieces in turn, straight from the file (no copies): the headers up to the
+// frame header's height, the band's height, the rest of the headers, the band's data, and
+// an end marker.
+constexpr int kPieces = 5;
 struct Source {
   jpeg_source_mgr pub;
-  const JOCTET* pieces[3];
-  size_t sizes[3];
+  const JOCTET* pieces[kPieces];
+  size_t sizes[kPieces];
   int next;
 };
 
@@ -178,7 +180,10 @@ void InitSource(j_decompress_ptr) {}
 
 boolean FillInputBuffer(j_decompress_ptr cinfo) {
   Source* source = reinterpret_cast<Source*>(cinfo->src);
-  if (source->next < 3) {
+  // libjpeg reads a byte after every refill: never hand it an empty piece (a damaged file
+  // may have two restart markers in a row, an interval of no bytes).
+  while (source->next < kPieces && source->sizes[source->next] == 0) ++source->next;
+  if (source->next < kPieces) {
     source->pub.next_input_byte = source->pieces[source->next];
     source->pub.bytes_in_buffer = source->sizes[source->next];
     ++source->next;
@@ -209,11 +214,14 @@ void SkipInputData(j_decompress_ptr cinfo, long count) {
 void TermSource(j_decompress_ptr) {}
 
 struct Band {
-  const std::string* header = nullptr;  // the file's headers, with this band's height
+  std::string_view file;            // the whole JPEG
+  size_t height_offset = 0;         // of the frame header's height field in it
+  size_t scan_start = 0;            // where the headers end
+  JOCTET frame_height[2] = {0, 0};  // this band's height, big-endian, for the frame header
   const JOCTET* data = nullptr;
   size_t size = 0;
   int reduction = 1;
-  int width = 0;   // expected output size
+  int width = 0;  // expected output size
   int height = 0;
   unsigned char* rows = nullptr;  // where row 0 of the band goes
   size_t stride = 0;
@@ -241,12 +249,17 @@ void Decode(Band* band) {
   source.pub.term_source = TermSource;
   source.pub.next_input_byte = nullptr;
   source.pub.bytes_in_buffer = 0;
-  source.pieces[0] = reinterpret_cast<const JOCTET*>(band->header->data());
-  source.sizes[0] = band->header->size();
-  source.pieces[1] = band->data;
-  source.sizes[1] = band->size;
-  source.pieces[2] = kEndOfImage;
-  source.sizes[2] = sizeof(kEndOfImage);
+  const JOCTET* file = reinterpret_cast<const JOCTET*>(band->file.data());
+  source.pieces[0] = file;
+  source.sizes[0] = band->height_offset;
+  source.pieces[1] = band->frame_height;
+  source.sizes[1] = 2;
+  source.pieces[2] = file + band->height_offset + 2;
+  source.sizes[2] = band->scan_start - band->height_offset - 2;
+  source.pieces[3] = band->data;
+  source.sizes[3] = band->size;
+  source.pieces[4] = kEndOfImage;
+  source.sizes[4] = sizeof(kEndOfImage);
   source.next = 0;
   cinfo.src = &source.pub;
   jpeg_read_header(&cinfo, TRUE);
@@ -301,8 +314,8 @@ std::optional<cv::Mat> DecodeJpegInBands(std::string_view bytes, int reduction,
   const size_t data_bytes = layout->interval_end.back() - layout->scan_start;
   std::vector<int64_t> starts = {0};
   for (int k = 1; k < threads; ++k) {
-    const size_t target = layout->scan_start + data_bytes / static_cast<size_t>(threads) *
-                                                   static_cast<size_t>(k);
+    const size_t target =
+        layout->scan_start + data_bytes / static_cast<size_t>(threads) * static_cast<size_t>(k);
     const size_t i = static_cast<size_t>(
         std::lower_bound(cut_bytes.begin(), cut_bytes.end(), target) - cut_bytes.begin());
     size_t best = i;
@@ -319,28 +332,27 @@ std::optional<cv::Mat> DecodeJpegInBands(std::string_view bytes, int reduction,
   try {
     cv::Mat rgb(out_height, out_width, CV_8UC3);
     const size_t bands = starts.size() - 1;
-    std::vector<std::string> headers(bands);
     std::vector<Band> work(bands);
-    const std::string_view head = bytes.substr(0, layout->scan_start);
     for (size_t k = 0; k < bands; ++k) {
       const int64_t first_row = starts[k], end_row = starts[k + 1];
       const int top = static_cast<int>(first_row * layout->mcu_height);
-      const int band_height =
-          k + 1 == bands ? layout->height - top
-                         : static_cast<int>((end_row - first_row) * layout->mcu_height);
-      headers[k].assign(head.data(), head.size());
-      headers[k][layout->sof_height_offset] = static_cast<char>(band_height >> 8);
-      headers[k][layout->sof_height_offset + 1] = static_cast<char>(band_height & 0xFF);
+      const int band_height = k + 1 == bands
+                                  ? layout->height - top
+                                  : static_cast<int>((end_row - first_row) * layout->mcu_height);
       const size_t first_interval =
           static_cast<size_t>(first_row * layout->mcus_per_row / layout->restart_interval);
       const size_t last_interval =
-          k + 1 == bands ? layout->interval_end.size() - 1
-                         : static_cast<size_t>(end_row * layout->mcus_per_row /
-                                               layout->restart_interval) - 1;
+          k + 1 == bands
+              ? layout->interval_end.size() - 1
+              : static_cast<size_t>(end_row * layout->mcus_per_row / layout->restart_interval) - 1;
       Band& band = work[k];
-      band.header = &headers[k];
-      band.data = reinterpret_cast<const JOCTET*>(bytes.data()) +
-                  layout->interval_start[first_interval];
+      band.file = bytes;
+      band.height_offset = layout->sof_height_offset;
+      band.scan_start = layout->scan_start;
+      band.frame_height[0] = static_cast<JOCTET>(band_height >> 8);
+      band.frame_height[1] = static_cast<JOCTET>(band_height & 0xFF);
+      band.data =
+          reinterpret_cast<const JOCTET*>(bytes.data()) + layout->interval_start[first_interval];
       band.size = layout->interval_end[last_interval] - layout->interval_start[first_interval];
       band.reduction = reduction;
       band.width = out_width;

@@ -15,10 +15,9 @@
 #define DEEPLAB_COMMON_JPEG_BANDS_H_
 
 #include <cstdint>
+#include <opencv2/core.hpp>
 #include <optional>
 #include <string_view>
-
-#include <opencv2/core.hpp>
 
 namespace deeplab {
 
@@ -40,8 +39,7 @@ struct JpegBandOptions {
 // what the caller is told. The caller checks limits and the file's structure first.
 // `bands`, when not null, is set to the number of bands of a decode that succeeded.
 std::optional<cv::Mat> DecodeJpegInBands(std::string_view bytes, int reduction,
-                                         const JpegBandOptions& options = {},
-                                         int* bands = nullptr);
+                                         const JpegBandOptions& options = {}, int* bands = nullptr);
 
 }  // namespace deeplab
 

@@ -43,8 +43,8 @@ struct JpegParams {
   int h_sampling = 2;  // of luma; chroma is 1x1
   int v_sampling = 2;
   bool grey = false;
-  int restart_rows = 1;   // restart interval in MCU rows (0: use restart_mcus)
-  int restart_mcus = 0;   // restart interval in MCUs
+  int restart_rows = 1;  // restart interval in MCU rows (0: use restart_mcus)
+  int restart_mcus = 0;  // restart interval in MCUs
   bool progressive = false;
   int quality = 92;
 };
@@ -196,7 +196,9 @@ std::vector<size_t> RestartMarkers(const std::string& jpeg) {
   const size_t sos = jpeg.find("\xFF\xDA");
   for (size_t i = sos + 2; i + 1 < jpeg.size(); ++i) {
     const auto next = static_cast<unsigned char>(jpeg[i + 1]);
-    if (static_cast<unsigned char>(jpeg[i]) == 0xFF && next >= 0xD0 && next <= 0xD7) at.push_back(i);
+    if (static_cast<unsigned char>(jpeg[i]) == 0xFF && next >= 0xD0 && next <= 0xD7) {
+      at.push_back(i);
+    }
   }
   return at;
 }
@@ -218,9 +220,9 @@ TEST(JpegBandsTest, DamagedDataIsLeftToTheCallerAndDecodesAsBefore) {
   std::string garbage = jpeg;
   for (size_t i = markers[10] + 2; i < markers[10] + 40; ++i) garbage[i] = '\x5A';
 
-  for (const auto& [name, bytes] : {std::pair{"out of order", swapped},
-                                    std::pair{"missing", missing}, std::pair{"extra", extra},
-                                    std::pair{"garbage", garbage}}) {
+  for (const auto& [name, bytes] :
+       {std::pair{"out of order", swapped}, std::pair{"missing", missing},
+        std::pair{"extra", extra}, std::pair{"garbage", garbage}}) {
     EXPECT_FALSE(DecodeJpegInBands(bytes, 4, Threads(2)).has_value()) << name;
     // DecodeImageAtLeast then answers exactly as OpenCV alone does: the same pixels, or the
     // same refusal.
@@ -233,6 +235,29 @@ TEST(JpegBandsTest, DamagedDataIsLeftToTheCallerAndDecodesAsBefore) {
     if (with_bands.ok()) {
       EXPECT_EQ(MaxDiff(with_bands->rgb, one_thread->rgb), 0) << name;
     }
+  }
+}
+
+TEST(JpegBandsTest, ABandWithNoDataFailsSafely) {
+  // 9 rows of MCUs: the only cut is at row 8, so the second band is the last interval alone.
+  // Removing that interval's bytes leaves its band no data at all between RST7 and EOI: the
+  // band fails (libjpeg meets the end marker where it needs data) and the caller answers as
+  // before.
+  const std::string jpeg = WriteJpeg(TestPicture(256, 144, 5), JpegParams{});
+  const std::vector<size_t> markers = RestartMarkers(jpeg);
+  ASSERT_EQ(markers.size(), 8u);
+  ASSERT_TRUE(DecodeJpegInBands(jpeg, 4, Threads(2)).has_value());
+  const size_t eoi = jpeg.rfind("\xFF\xD9");
+  const std::string empty_last = jpeg.substr(0, markers[7] + 2) + jpeg.substr(eoi);
+  EXPECT_FALSE(DecodeJpegInBands(empty_last, 4, Threads(2)).has_value());
+  const auto minimum = [](int, int) { return cv::Size(64, 36); };
+  const absl::StatusOr<DecodedImage> with_bands =
+      DecodeImageAtLeast(empty_last, ImageLimits{}, minimum, Threads(2));
+  const absl::StatusOr<DecodedImage> one_thread =
+      DecodeImageAtLeast(empty_last, ImageLimits{}, minimum, Threads(1));
+  ASSERT_EQ(with_bands.status(), one_thread.status());
+  if (with_bands.ok()) {
+    EXPECT_EQ(MaxDiff(with_bands->rgb, one_thread->rgb), 0);
   }
 }
 
