@@ -7,12 +7,13 @@
 #
 #   scripts/fuzz.sh [--seconds-per-target N] [TARGET...]
 #
-# Targets: image_codec raw_image model_config native_checkpoint keras_h5 (default: all).
+# Targets: image_codec raw_image model_config native_checkpoint keras_h5 oip_request
+# (default: all).
 # JOBS (default 2) targets run at once; each gets N seconds (default 12) of fuzzing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { sed -n '2,11s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,12s/^# \{0,1\}//p' "$0"; }
 seconds=12
 targets=()
 while [ $# -gt 0 ]; do
@@ -25,7 +26,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 case "$seconds" in '' | *[!0-9]*) echo "--seconds-per-target: not a number: $seconds" >&2; exit 2 ;; esac
-[ ${#targets[@]} -gt 0 ] || targets=(image_codec raw_image model_config native_checkpoint keras_h5)
+[ ${#targets[@]} -gt 0 ] || targets=(image_codec raw_image model_config native_checkpoint keras_h5 oip_request)
 for t in "${targets[@]}"; do
   [ -d "tests/fuzz/corpus/$t" ] || { echo "unknown fuzz target: $t" >&2; exit 2; }
 done

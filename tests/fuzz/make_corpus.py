@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Write the seeds of the raw_image, model_config, native_checkpoint and keras_h5 fuzzers.
+"""Write the seeds of the raw_image, model_config, native_checkpoint, keras_h5 and oip_request
+fuzzers.
 
 Each seed is small (a few KB) and well formed, so that the fuzzer starts from inputs that
 reach deep into the reader; tests/fuzz/make_corpus.sh runs this and the image seed maker.
@@ -177,6 +178,69 @@ def keras_h5(out: Path):
     seed("misshaped.h5", entries, libver="earliest")
 
 
+# -- oip_request: byte 0 even = REST (int32 Inference-Header-Content-Length, then the body),
+# odd = a ModelInferRequest in protobuf form (oip_request_fuzzer.cc)
+
+def pb_key(field, wire):
+    return bytes([field << 3 | wire])
+
+
+def pb_varint(n):
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def pb_bytes(field, data):
+    return pb_key(field, 2) + pb_varint(len(data)) + data
+
+
+def pb_tensor(name, datatype, shape, contents=b""):
+    packed = b"".join(pb_varint(d) for d in shape)
+    body = pb_bytes(1, name) + pb_bytes(2, datatype) + pb_bytes(3, packed)
+    return body + (pb_bytes(5, contents) if contents else b"")
+
+
+def rest_seed(json_text, binary=b"", header=True):
+    body = json_text.encode() + binary
+    length = len(json_text.encode()) if header else -1
+    return b"\x00" + struct.pack("<i", length) + body
+
+
+def oip_request(out: Path):
+    png = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108000000003a7e9b55"
+                        "0000000a49444154789c6360000000020001e221bc330000000049454e44ae426082")
+    # BYTES images inline (base64), UINT8 pixels inline, both as binary data, outputs asked.
+    write(out / "rest_bytes_base64.bin", rest_seed(
+        '{"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], '
+        '"parameters": {"content_type": "base64"}, "data": ["' +
+        __import__("base64").b64encode(png).decode() + '"]}], '
+        '"outputs": [{"name": "labels", "parameters": {"binary_data": true}}]}', header=False))
+    write(out / "rest_uint8_inline.bin", rest_seed(
+        '{"id": "a", "inputs": [{"name": "image", "datatype": "UINT8", "shape": [2, 2, 3], '
+        '"data": [[[1, 2, 3], [4, 5, 6]], [[7, 8, 9], [10, 11, 12]]]}], '
+        '"parameters": {"timeout": 1000000}}', header=False))
+    pixels = bytes(range(12))
+    write(out / "rest_uint8_binary.bin", rest_seed(
+        '{"inputs": [{"name": "image", "datatype": "UINT8", "shape": [1, 2, 2, 3], '
+        '"parameters": {"binary_data_size": 12}}], '
+        '"parameters": {"binary_data_output": true}}', pixels))
+    # The same in protobuf form: contents.bytes_contents, and raw_input_contents.
+    bytes_input = pb_tensor(b"image", b"BYTES", [1], pb_bytes(8, png))
+    write(out / "grpc_bytes_contents.bin",
+          b"\x01" + pb_bytes(1, b"colour") + pb_bytes(5, bytes_input) +
+          pb_bytes(6, pb_bytes(1, b"label_png")))
+    raw_input = pb_tensor(b"image", b"UINT8", [1, 2, 2, 3])
+    write(out / "grpc_uint8_raw.bin",
+          b"\x01" + pb_bytes(1, b"colour") + pb_bytes(5, raw_input) + pb_bytes(7, pixels))
+
+
 def main(argv):
     if len(argv) != 2:
         sys.exit(__doc__)
@@ -186,6 +250,7 @@ def main(argv):
     with tempfile.TemporaryDirectory() as tmp:
         native_checkpoint(corpus / "native_checkpoint", checkpoint_module(Path(tmp)))
     keras_h5(corpus / "keras_h5")
+    oip_request(corpus / "oip_request")
 
 
 if __name__ == "__main__":
