@@ -37,9 +37,9 @@ struct Layout {
   std::vector<size_t> interval_end;
 };
 
-// Reads the markers up to the first scan and the scan's data up to EOI. nullopt for anything
-// but the simple, common case described in the header.
-std::optional<Layout> ReadLayout(std::string_view b) {
+// Reads the markers up to the first scan: sizes, sampling, restart interval. nullopt for
+// anything but the simple, common case described in the header.
+std::optional<Layout> ReadHeaders(std::string_view b) {
   if (b.size() < 4 || U8(b, 0) != 0xFF || U8(b, 1) != 0xD8) return std::nullopt;
   Layout layout;
   int components = 0;
@@ -100,26 +100,33 @@ std::optional<Layout> ReadLayout(std::string_view b) {
     pos += 2 + length;
   }
   if (layout.restart_interval == 0) return std::nullopt;
-
   const int mcu_width = 8 * h0;
   layout.mcu_height = 8 * v0;
   layout.mcus_per_row = (layout.width + mcu_width - 1) / mcu_width;
   layout.mcu_rows = (layout.height + layout.mcu_height - 1) / layout.mcu_height;
+  return layout;
+}
+
+// Finds where each restart interval's data starts and ends, up to EOI. False unless the
+// markers are exactly the ones the frame calls for, in order.
+bool FindIntervals(std::string_view b, Layout& layout) {
   const int64_t intervals = (layout.mcus_per_row * layout.mcu_rows + layout.restart_interval - 1) /
                             layout.restart_interval;
 
   // The entropy-coded data: FF 00 is a stuffed byte, FF FF fill, FF D0-D7 the restart markers
   // (which must come in order), FF D9 the end. Any other marker (a second scan, DNL) and we
-  // leave the file to libjpeg.
-  layout.interval_start.reserve(static_cast<size_t>(intervals));
-  layout.interval_end.reserve(static_cast<size_t>(intervals));
+  // leave the file to libjpeg. Each interval but the last ends with a 2-byte marker: a header
+  // claiming more than the file can hold reserves no more than the file's size allows.
+  const size_t expected = std::min(static_cast<size_t>(intervals), b.size() / 2 + 1);
+  layout.interval_start.reserve(expected);
+  layout.interval_end.reserve(expected);
   layout.interval_start.push_back(layout.scan_start);
   size_t p = layout.scan_start;
   while (true) {
     const void* ff = p < b.size() ? std::memchr(b.data() + p, 0xFF, b.size() - p) : nullptr;
-    if (ff == nullptr) return std::nullopt;
+    if (ff == nullptr) return false;
     const size_t at = static_cast<size_t>(static_cast<const char*>(ff) - b.data());
-    if (at + 1 >= b.size()) return std::nullopt;
+    if (at + 1 >= b.size()) return false;
     const uint32_t next = U8(b, at + 1);
     if (next == 0x00) {
       p = at + 2;
@@ -128,7 +135,7 @@ std::optional<Layout> ReadLayout(std::string_view b) {
     } else if (next >= 0xD0 && next <= 0xD7) {
       const size_t index = layout.interval_end.size();
       if (next - 0xD0 != index % 8 || static_cast<int64_t>(index) + 1 >= intervals) {
-        return std::nullopt;
+        return false;
       }
       layout.interval_end.push_back(at);
       layout.interval_start.push_back(at + 2);
@@ -137,11 +144,10 @@ std::optional<Layout> ReadLayout(std::string_view b) {
       layout.interval_end.push_back(at);
       break;
     } else {
-      return std::nullopt;
+      return false;
     }
   }
-  if (static_cast<int64_t>(layout.interval_end.size()) != intervals) return std::nullopt;
-  return layout;
+  return static_cast<int64_t>(layout.interval_end.size()) == intervals;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -292,9 +298,11 @@ std::optional<cv::Mat> DecodeJpegInBands(std::string_view bytes, int reduction,
           ? options.max_threads
           : static_cast<int>(std::min(8u, std::max(1u, std::thread::hardware_concurrency())));
   if (threads < 2) return std::nullopt;
-  const std::optional<Layout> layout = ReadLayout(bytes);
+  std::optional<Layout> layout = ReadHeaders(bytes);
   if (!layout) return std::nullopt;
+  // Before reading the data: most images are small, and a scan of their bytes would be waste.
   if (int64_t{layout->width} * layout->height < options.min_pixels) return std::nullopt;
+  if (!FindIntervals(bytes, *layout)) return std::nullopt;
 
   // A band may start at an MCU row that begins a restart interval whose number is a multiple
   // of 8: the band's first marker is then RST0, which is what a decoder starting a scan
