@@ -61,7 +61,8 @@ std::string QuotedName(const std::string& name) {
 
 struct Gateway::Pending {
   uint64_t id = 0;
-  const v1::SegmentRequest* request = nullptr;
+  // Its image is lent to the batch that carries it (see Dispatch and ReturnImages).
+  v1::SegmentRequest* request = nullptr;
   v1::SegmentResponse* response = nullptr;
   DoneCallback done;
   std::string model;  // metric label
@@ -163,8 +164,9 @@ absl::StatusOr<int> Gateway::Cost(const v1::SegmentRequest& request,
   return static_cast<int>(std::min<int64_t>(tiles, 1 << 20));
 }
 
-uint64_t Gateway::Submit(const v1::SegmentRequest& request, v1::SegmentResponse* response,
+uint64_t Gateway::Submit(v1::SegmentRequest* lent, v1::SegmentResponse* response,
                          absl::Time deadline, DoneCallback done) {
+  const v1::SegmentRequest& request = *lent;
   const absl::Time arrival = absl::Now();
   auto refuse = [&](absl::Status status, const std::string& label,
                     const char* reason = nullptr) {
@@ -236,7 +238,7 @@ uint64_t Gateway::Submit(const v1::SegmentRequest& request, v1::SegmentResponse*
   load_->RecordArrival(model, *cost);
 
   auto pending = std::make_shared<Pending>();
-  pending->request = &request;
+  pending->request = lent;
   pending->response = response;
   pending->done = std::move(done);
   pending->model = model;
@@ -325,10 +327,13 @@ void Gateway::Dispatch(scheduler::Batch batch) {
     for (const scheduler::Task& task : batch.tasks) {
       auto it = pending_.find(task.id);
       if (it == pending_.end()) continue;  // answered meanwhile (cancelled)
-      const v1::SegmentRequest& r = *it->second->request;
+      v1::SegmentRequest& r = *it->second->request;
       v1::InferItem* item = call->request.add_items();
       item->set_id(absl::StrCat(task.id));
-      *item->mutable_image() = r.image();
+      // Lent, not copied: the image is the bulk of the request, and a copy cost a tenth of
+      // the gateway's CPU and twice each image's memory. ReturnImages gives it back when the
+      // batch is re-sent.
+      item->mutable_image()->Swap(r.mutable_image());
       *item->mutable_outputs() = r.outputs();
       call->tasks.push_back(task);
       latest = std::max(latest, task.deadline);
@@ -423,6 +428,7 @@ void Gateway::OnBatchDone(std::shared_ptr<BatchCall> call, grpc::Status status) 
   }
 
   if (retry) {
+    ReturnImages(*call);
     if (metrics_ != nullptr) {
       for (size_t i = 0; i < call->tasks.size(); ++i) metrics_->CountRetry(call->model);
     }
@@ -486,6 +492,16 @@ void Gateway::OnBatchDone(std::shared_ptr<BatchCall> call, grpc::Status status) 
     }
   }
   Kick();
+}
+
+void Gateway::ReturnImages(BatchCall& call) {
+  absl::MutexLock lock(&mu_);
+  for (size_t i = 0; i < call.tasks.size() && i < static_cast<size_t>(call.request.items_size());
+       ++i) {
+    auto it = pending_.find(call.tasks[i].id);
+    if (it == pending_.end()) continue;  // answered meanwhile: its caller may have freed it
+    it->second->request->mutable_image()->Swap(call.request.mutable_items(i)->mutable_image());
+  }
 }
 
 void Gateway::Kick() {

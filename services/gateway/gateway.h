@@ -69,8 +69,11 @@ class Gateway {
 
   using DoneCallback = std::function<void(absl::Status)>;
   // Queues one request. request and response must stay valid until done runs (exactly
-  // once, possibly inline). Returns an id for Cancel.
-  uint64_t Submit(const v1::SegmentRequest& request, v1::SegmentResponse* response,
+  // once, possibly inline). Returns an id for Cancel. The request's image is lent to the
+  // batch that carries it to a worker (moved, not copied) and moved back if that batch is
+  // re-sent: once done has run, request->image() may be empty. Its other fields are left
+  // as they were.
+  uint64_t Submit(v1::SegmentRequest* request, v1::SegmentResponse* response,
                   absl::Time deadline, DoneCallback done);
   // The caller gave up: a still-queued request is answered CANCELLED and never runs; one
   // already on a worker completes normally.
@@ -99,6 +102,9 @@ class Gateway {
   void OnBatchDone(std::shared_ptr<BatchCall> call, grpc::Status status);
   // Cancels the batches in flight on `worker` (they come back CANCELLED and are re-queued).
   void CancelBatchesOn(const std::string& worker);
+  // Moves the images of a batch that is to be re-sent back into their requests (those still
+  // pending).
+  void ReturnImages(BatchCall& call);
   void Complete(uint64_t id, absl::Status status);
   absl::StatusOr<int> Cost(const v1::SegmentRequest& request, const WorkerPool::ModelRoute& route);
   void Loop();

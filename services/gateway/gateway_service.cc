@@ -17,7 +17,11 @@ class SegmentReactor : public grpc::ServerUnaryReactor {
   SegmentReactor(Gateway* gateway, grpc::CallbackServerContext* context,
                  const v1::SegmentRequest* request, v1::SegmentResponse* response)
       : gateway_(gateway) {
-    id_ = gateway_->Submit(*request, response, CallDeadline(context),
+    // gRPC's callback API hands the handler a const request, but the object is the call's
+    // own (not a protobuf arena's) and gRPC does not read it after the handler: the gateway
+    // may lend its image to a batch instead of copying it.
+    id_ = gateway_->Submit(const_cast<v1::SegmentRequest*>(request), response,
+                           CallDeadline(context),
                            [this](absl::Status s) { Finish(ToGrpcStatus(s)); });
   }
   void OnCancel() override { gateway_->Cancel(id_); }
@@ -74,7 +78,7 @@ class StreamReactor
       return;
     }
     const uint64_t id = gateway_->Submit(
-        item->request, &item->response, deadline_,
+        &item->request, &item->response, deadline_,
         [this, key](absl::Status s) { OnAnswered(key, std::move(s)); });
     {
       absl::MutexLock lock(&mu_);

@@ -486,7 +486,7 @@ void InferCall::Run(const inference::ModelInferRequest& request, absl::Time dead
         break;
       }
     }
-    const uint64_t id = gateway_->Submit(plan_.requests[i], &answers_[i], deadline,
+    const uint64_t id = gateway_->Submit(&plan_.requests[i], &answers_[i], deadline,
                                          [self, i](absl::Status s) { self->OnImageDone(i, s); });
     absl::MutexLock lock(&mu_);
     ids_[i] = id;
