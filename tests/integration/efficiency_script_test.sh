@@ -11,8 +11,8 @@ out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
-"$python" "$source_dir/scripts/bench/efficiency.py" --bin "$bin_dir" --rounds 1 --duration 1.5 \
-  --warmup 0.5 --concurrency 16 --batch-sizes 4 --json "$out/e.json" >"$out/log" 2>&1 ||
+"$python" "$source_dir/scripts/bench/efficiency.py" --bin "$bin_dir" --rounds 1 --duration 3 \
+  --warmup 1 --concurrency 16 --batch-sizes 4 --json "$out/e.json" >"$out/log" 2>&1 ||
   { cat "$out/log"; fail "efficiency.py exited $?"; }
 grep -qE '^\| 1 \| [0-9.]+ \(batch 4\) \| [0-9.]+ \(mean batch [0-9.]+\) \| [0-9.]+ \|' "$out/log" ||
   { cat "$out/log"; fail "no table row"; }
