@@ -28,7 +28,12 @@ ABSL_FLAG(int, http_port, 8080,
           "Open Inference Protocol REST port (/v2/...); 0 picks a free one (printed at start), "
           "-1 turns it off. It has no TLS: with --tls-cert it stays off unless --http-insecure");
 ABSL_FLAG(int, http_threads, 32,
-          "REST requests served at once (each waits for its answer on its own thread)");
+          "REST connections served at once (each holds a thread until its answer is written; "
+          "more wait for one)");
+ABSL_FLAG(absl::Duration, http_request_timeout, absl::Seconds(10),
+          "A REST connection that sends no complete request head within this time, or stalls "
+          "this long while its body is read or its answer written, is closed (so idle "
+          "connections cannot hold the --http-threads for long)");
 ABSL_FLAG(bool, http_insecure, false,
           "Serve the plaintext REST port although --tls-cert is set: for a gateway behind a "
           "proxy or sidecar that terminates TLS");
@@ -141,9 +146,11 @@ int Run() {
   }
   int http_port = absl::GetFlag(FLAGS_http_port);
   const int http_threads = absl::GetFlag(FLAGS_http_threads);
-  if (http_port < -1 || http_port > 65535 || http_threads < 1 || http_threads > 1024) {
-    std::cerr << "deeplab-gateway: --http-port must be -1 (off) or 0..65535 and "
-                 "--http-threads 1..1024\n";
+  const absl::Duration http_request_timeout = absl::GetFlag(FLAGS_http_request_timeout);
+  if (http_port < -1 || http_port > 65535 || http_threads < 1 || http_threads > 1024 ||
+      http_request_timeout < absl::Milliseconds(1) || http_request_timeout > absl::Hours(1)) {
+    std::cerr << "deeplab-gateway: --http-port must be -1 (off) or 0..65535, "
+                 "--http-threads 1..1024 and --http-request-timeout 1ms..1h\n";
     return 2;
   }
   if (tls.enabled() && http_port >= 0 && !absl::GetFlag(FLAGS_http_insecure)) {
@@ -181,6 +188,7 @@ int Run() {
     http_options.host = host;
     http_options.port = http_port;
     http_options.threads = http_threads;
+    http_options.request_timeout = http_request_timeout;
     http_options.max_body_bytes = max_image_bytes + (1 << 20);
     absl::StatusOr<std::unique_ptr<deeplab::HttpInferenceServer>> started =
         deeplab::HttpInferenceServer::Start(http_options, &gateway, auth.get(), &metrics);

@@ -4,6 +4,7 @@
 #include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -466,10 +467,15 @@ absl::StatusOr<std::unique_ptr<HttpInferenceServer>> HttpInferenceServer::Start(
       new HttpInferenceServer(options, gateway, auth, metrics));
   const std::string ports = absl::StrCat(options.host, ":", options.port);
   const std::string threads = absl::StrCat(options.threads);
+  // civetweb gives each connection a thread from the moment it is accepted. With a 60 s
+  // timeout, --http-threads idle connections (32 by default) held the REST port for a
+  // minute at a time.
+  const std::string timeout_ms =
+      absl::StrCat(std::max<int64_t>(1, absl::ToInt64Milliseconds(options.request_timeout)));
   const char* civet_options[] = {"listening_ports", ports.c_str(),
                                  "num_threads", threads.c_str(),
                                  "enable_keep_alive", "yes",
-                                 "request_timeout_ms", "60000",
+                                 "request_timeout_ms", timeout_ms.c_str(),
                                  nullptr};
   mg_callbacks callbacks;
   std::memset(&callbacks, 0, sizeof(callbacks));

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "inference/grpc_predict_v2.pb.h"
 #include "services/gateway/auth.h"
 #include "services/gateway/gateway.h"
@@ -25,6 +26,10 @@ struct HttpOptions {
   std::string host = "127.0.0.1";
   int port = 0;  // 0: a free one
   int threads = 32;
+  // A connection must send its request's headers within this time, and no read of its body
+  // or write of its answer may stall longer; then it is closed. Each connection holds one of
+  // `threads` meanwhile, so this bounds how long idle connections can hold the port.
+  absl::Duration request_timeout = absl::Seconds(10);
   // Largest request body; larger ones are answered 413 before they are read.
   int64_t max_body_bytes = 65 << 20;
   // Largest JSON part of a request (the whole body without the binary extension).

@@ -1064,6 +1064,65 @@ class Test:
                    f"got {status} {text[:200]!r}")
         small.stop()
 
+    def rest_idle_connections(self):
+        """Idle connections hold a REST thread for --http-request-timeout, not a minute; a
+        body that arrives slowly but steadily is still read; bad values exit 2."""
+        common = ["--host", "127.0.0.1", "--port", "0", "--metrics-port", "0",
+                  "--workers", self.worker_address, "--status-interval", "200ms"]
+        gw = Process([self.args.gateway, "--http-port", "0", "--http-threads", "2",
+                      "--http-request-timeout", "1s"] + common, "deeplab-gateway",
+                     os.path.join(self.tmp, "gateway-timeout.log"))
+        self.processes.append(gw)
+        if not gw.wait_lines(lambda s: any(x.startswith("deeplab-gateway: http ") for x in s), 60):
+            self.check(False, "a gateway with --http-request-timeout 1s starts", str(gw.seen))
+            return
+        address = gw.value("http")
+        host, port = address.rsplit(":", 1)
+        # As many connections as threads, opened and left silent. Before, each held its thread
+        # for 60 s, and with them every other REST client.
+        idle = [socket.create_connection((host, int(port))) for _ in range(2)]
+        try:
+            time.sleep(0.3)
+            start = time.time()
+            status, text = self.raw_http(address, b"GET /v2/health/live HTTP/1.1\r\n"
+                                                  b"Host: localhost\r\nConnection: close\r\n\r\n")
+            waited = time.time() - start
+            self.check(status == 200 and waited < 8,
+                       "2 idle connections on 2 REST threads, timeout 1s: a request is answered",
+                       f"status {status} after {waited:.1f} s: {text[:200]!r}")
+        finally:
+            for s in idle:
+                s.close()
+        # A slow upload is not cut: pauses of 0.4 s, 2.4 s in all, against the 1 s timeout.
+        body = json.dumps({"inputs": [{"name": "image", "datatype": "UINT8", "shape": [8, 5, 3],
+                                       "data": image(8, 5, RED).reshape(-1).tolist()}]}).encode()
+        head = (b"POST /v2/models/colour/infer HTTP/1.1\r\nHost: localhost\r\n"
+                b"Content-Type: application/json\r\nConnection: close\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(body))
+        with socket.create_connection((host, int(port)), timeout=20) as s:
+            s.sendall(head)
+            step = len(body) // 6 + 1
+            for i in range(0, len(body), step):
+                time.sleep(0.4)
+                s.sendall(body[i:i + step])
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        self.check(data.startswith(b"HTTP/1.1 200"),
+                   "a body sent in 6 pieces 0.4 s apart, timeout 1s: answered 200",
+                   repr(data[:300]))
+        gw.stop()
+        for bad in (["--http-request-timeout", "0s"], ["--http-request-timeout", "2h"],
+                    ["--http-threads", "0"]):
+            run = subprocess.run([self.args.gateway, "--http-port", "0"] + bad + common,
+                                 capture_output=True, text=True, timeout=60)
+            self.check(run.returncode == 2 and "--http-request-timeout 1ms..1h" in run.stderr,
+                       f"{' '.join(bad)}: exit 2 with the valid ranges",
+                       f"exit {run.returncode}: {run.stderr[-300:]!r}")
+
     def run(self):
         try:
             self.start()
@@ -1076,6 +1135,7 @@ class Test:
             self.section("REST infer", self.rest_infer)
             self.section("REST errors", self.rest_errors)
             self.section("other gateways", self.other_gateways)
+            self.section("REST idle connections", self.rest_idle_connections)
             alive = self.gateway.proc.poll() is None and self.worker.proc.poll() is None
             self.check(alive, "the gateway and worker are still running")
         except Exception as e:  # noqa: BLE001
