@@ -76,6 +76,33 @@ set -e
 [ $rc -eq 1 ] || fail "hostile HDF5 file: exit $rc: $err"
 expect "the HDF5 library crashed" "$err"
 [ ! -e "$tmp/z.dlck" ] || fail "a failed conversion left a file"
+# The reader process dies with the tool: killed while its reader is blocked for good (on a
+# FIFO with no writer, as libhdf5 can loop forever on a damaged file), the tool leaves no
+# process behind.
+mkfifo "$tmp/fifo.h5"
+"$bin/deeplab-convert" --arch mobilenetv2 --classes 2 --from "$tmp/fifo.h5" --to "$tmp/f.dlck" \
+  >/dev/null 2>&1 &
+convert=$!
+children_of() { cat /proc/"$1"/task/*/children 2>/dev/null || true; }
+alive() {  # a process that exists and is not a zombie
+  local state
+  state=$(sed 's/.*) //' /proc/"$1"/stat 2>/dev/null | cut -d' ' -f1) || true
+  [ -n "$state" ] && [ "$state" != Z ]
+}
+reader=""
+for _ in $(seq 300); do
+  reader=$(children_of $convert | awk '{print $1}')
+  [ -n "$reader" ] && break
+  sleep 0.1
+done
+[ -n "$reader" ] || { kill -KILL $convert; fail "deeplab-convert started no reader process"; }
+kill -KILL $convert
+wait $convert 2>/dev/null || true
+for _ in $(seq 50); do alive "$reader" || break; sleep 0.1; done
+if alive "$reader"; then
+  kill -KILL "$reader"
+  fail "the reader process $reader outlived deeplab-convert"
+fi
 set +e
 err=$("$bin/deeplab-convert" --arch mobilenetv2 --classes 21 2>&1); rc=$?
 set -e

@@ -257,6 +257,7 @@ absl::Status ReadKerasTensorsIsolated(const std::string& path, const std::string
                                       const std::vector<Slot>& slots, SharedRegion& region,
                                       float* shared_values, absl::Duration timeout) {
   auto* status = new (region.data()) SharedHeader;
+  const pid_t parent = getpid();
   const pid_t pid = fork();
   if (pid < 0) {
     return absl::ResourceExhaustedError(
@@ -267,7 +268,10 @@ absl::Status ReadKerasTensorsIsolated(const std::string& path, const std::string
     const rlimit no_core{0, 0};
     setrlimit(RLIMIT_CORE, &no_core);
     for (int sig : {SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL}) signal(sig, SIG_DFL);
+    // Ended with the parent: a reader blocked for good (a FIFO, a loop in libhdf5) must not
+    // outlive a worker that was killed. The parent may have died before prctl.
     prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(1);
     const absl::Status read = ReadKerasTensors(path, network, slots, shared_values);
     status->code = static_cast<int32_t>(read.code());
     const size_t n = std::min(read.message().size(), sizeof(status->message) - 1);
