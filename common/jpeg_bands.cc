@@ -1,3 +1,4 @@
+#include "common/cpu_count.h"
 #include "common/jpeg_bands.h"
 
 #include <jpeglib.h>
@@ -296,7 +297,7 @@ std::optional<cv::Mat> DecodeJpegInBands(std::string_view bytes, int reduction,
   const int threads =
       options.max_threads > 0
           ? options.max_threads
-          : static_cast<int>(std::min(8u, std::max(1u, std::thread::hardware_concurrency())));
+          : std::min(8, UsableCores().usable);
   if (threads < 2) return std::nullopt;
   std::optional<Layout> layout = ReadHeaders(bytes);
   if (!layout) return std::nullopt;

@@ -62,10 +62,10 @@ ABSL_FLAG(bool, in_process, false,
 ABSL_FLAG(std::string, models, "models", "In-process: model repository folder");
 ABSL_FLAG(std::vector<std::string>, batch_sizes, {},
           "In-process: batch sizes; default 1,2,4,... up to the weight set's max_batch_size");
-ABSL_FLAG(int, threads, 0, "In-process: LibTorch intra-op threads; 0: one per core");
+ABSL_FLAG(int, threads, 0, "In-process: LibTorch intra-op threads; 0: one per usable core");
 ABSL_FLAG(int, instances, 0,
           "In-process: forward passes at once, as deeplab-worker --instances (0: 2 on a CPU, 1 on CUDA)");
-ABSL_FLAG(int, pipeline_threads, 0, "In-process: decode/encode threads; 0: one per core");
+ABSL_FLAG(int, pipeline_threads, 0, "In-process: decode/encode threads; 0: one per usable core");
 ABSL_FLAG(int, batch_slots, 0,
           "In-process: batches in flight, as deeplab-worker --batch-slots (0: its default)");
 ABSL_FLAG(std::string, device, "cpu", "In-process: cpu, cuda or cuda:K");

@@ -1,3 +1,4 @@
+#include "common/cpu_count.h"
 #include "services/bench/in_process_bench.h"
 
 #include <ATen/Parallel.h>
@@ -18,7 +19,7 @@ namespace {
 
 using Phase = MeasurementWindow::Phase;
 
-int Cores() { return static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
+int Cores() { return UsableCores().usable; }
 
 // The weight set's config, with a NOT_FOUND that names what the repository has rather than
 // the engine's "--load names ...".

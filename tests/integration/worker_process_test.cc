@@ -270,6 +270,23 @@ TEST_F(WorkerProcessTest, PhonePhotosDecodedInBandsGiveTheLabelsOfOneThread) {
   EXPECT_THAT(bad->err, HasSubstr("--decode-threads must be 0 (one per core) or more, got -1"));
 }
 
+// Thread counts that default to one per core count the cores the worker may run on (its
+// affinity mask, and a cgroup CPU quota), not the machine's: under `taskset -c 0` it runs
+// one LibTorch thread, not one per CPU of the machine.
+TEST_F(WorkerProcessTest, DefaultThreadsFollowTheCoresItMayUse) {
+  absl::StatusOr<deeplab::testing::ChildProcess> worker = deeplab::testing::ChildProcess::Start(
+      {"/usr/bin/taskset", "-c", "0", DEEPLAB_WORKER_BINARY, "--models", *repo_, "--load",
+       "colour", "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0"});
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  absl::StatusOr<std::string> line = worker->WaitForLine("deeplab-worker: cores ", absl::Seconds(60));
+  ASSERT_TRUE(line.ok()) << line.status();
+  EXPECT_THAT(*line, HasSubstr("1 (affinity 1,"));
+  EXPECT_THAT(*line, HasSubstr("threads 1, pipeline threads 1,"));
+  worker->Signal(SIGTERM);
+  absl::StatusOr<int> code = worker->Wait(absl::Seconds(60));
+  ASSERT_TRUE(code.ok()) << code.status();
+}
+
 TEST_F(WorkerProcessTest, SigtermDrainsInFlightBatchesAndRefusesNewOnes) {
   Server worker = StartWorker(*repo_);
   auto stub = v1::Worker::NewStub(worker.channel);

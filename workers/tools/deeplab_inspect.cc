@@ -9,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/cpu_count.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
@@ -106,8 +107,7 @@ int main(int argc, char** argv) {
   std::string bench;
   if (absl::GetFlag(FLAGS_bench) > 0) {
     const int threads = absl::GetFlag(FLAGS_threads);
-    at::set_num_threads(threads > 0 ? threads
-                                    : static_cast<int>(std::thread::hardware_concurrency()));
+    at::set_num_threads(threads > 0 ? threads : deeplab::UsableCores().usable);
     bench = BenchJson(s, absl::GetFlag(FLAGS_bench), std::max(1, absl::GetFlag(FLAGS_batch)),
                       size->first, size->second);
   }

@@ -7,6 +7,7 @@
 #include <string>
 #include <thread>
 
+#include "common/cpu_count.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
@@ -162,8 +163,7 @@ int main(int argc, char** argv) {
   std::vector<char*> args = deeplab::ParseToolCommandLine(argc, argv);
   if (args.size() != 2) return Fail(2, absl::StrCat("expected one command: generate, fit or eval\n", kUsage));
   const int threads = absl::GetFlag(FLAGS_threads);
-  at::set_num_threads(threads > 0 ? threads
-                                  : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  at::set_num_threads(threads > 0 ? threads : deeplab::UsableCores().usable);
   const std::string command = args[1];
   if (command == "generate") return Generate();
   if (command == "fit") return Fit(command_line);

@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/cpu_count.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/match.h"
@@ -32,8 +33,10 @@ ABSL_FLAG(int, metrics_port, 9101, "Prometheus /metrics port; 0 picks a free one
 ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:K");
 ABSL_FLAG(std::vector<std::string>, load, {},
           "Weight sets to load (comma-separated); default: all in the repository");
-ABSL_FLAG(int, threads, 0, "LibTorch intra-op threads; 0: one per core");
-ABSL_FLAG(int, pipeline_threads, 0, "Decode/encode threads; 0: one per core");
+ABSL_FLAG(int, threads, 0,
+          "LibTorch intra-op threads; 0: one per usable core (the affinity mask's CPUs, capped "
+          "by a cgroup CPU quota)");
+ABSL_FLAG(int, pipeline_threads, 0, "Decode/encode threads; 0: one per usable core");
 ABSL_FLAG(int, instances, 0,
           "Forward passes run at once; 0: 2 on a CPU (one pass over a small input leaves "
           "cores idle, see docs/BENCHMARKS.md), 1 on CUDA");
@@ -96,7 +99,9 @@ int Run() {
     return 2;
   }
   const deeplab::ServerTlsOptions& tls = server_options->tls;
-  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  // Its affinity mask and cgroup CPU quota, not the machine's CPUs (a container limited to
+  // 2 CPUs on a large node would otherwise run dozens of threads on them).
+  const int cores = deeplab::UsableCores().usable;
   const int threads = absl::GetFlag(FLAGS_threads) > 0 ? absl::GetFlag(FLAGS_threads) : cores;
   at::set_num_threads(threads);
 
@@ -161,6 +166,9 @@ int Run() {
     std::cout << "deeplab-worker: TLS on"
               << (tls.client_ca_file.empty() ? "" : ", client certificates required") << std::endl;
   }
+  std::cout << "deeplab-worker: cores " << deeplab::UsableCores().Describe() << ", threads "
+            << threads << ", pipeline threads " << options.pipeline_threads << ", instances "
+            << instances << std::endl;
 
   // Status answers while the weight sets load; health turns SERVING only after.
   if (absl::Status s = engine.LoadRepository(absl::GetFlag(FLAGS_models), absl::GetFlag(FLAGS_load));
