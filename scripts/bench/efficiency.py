@@ -4,7 +4,7 @@
     python3 scripts/bench/efficiency.py [--rounds 5] [--duration 8] [--warmup 2]
         [--concurrency 128] [--mode unary|stream] [--batch-sizes 16,32] [--model demo]
         [--models models] [--images models/demo/samples/images] [--bin build/bin]
-        [--json FILE]
+        [--worker-cpus LIST --other-cpus LIST] [--json FILE]
 
 Serving efficiency is the served throughput (one gateway and one worker on loopback, driven
 by deeplab-bench) over the in-process ceiling (deeplab-bench --in-process: the worker's
@@ -17,6 +17,12 @@ load generator from /proc over a window inside the measured time, and the machin
 time from /proc/stat, so the table says where the cores went: on one machine the gateway
 and the load generator run on the worker's cores, which the in-process ceiling does not
 pay for.
+
+With --worker-cpus and --other-cpus (CPU lists such as 0 or 0-1,4), the in-process step
+and the worker run on the first CPUs and the gateway and the load generator on the others:
+the layout of a deployment where they do not share the worker's cores, and a measure of
+what the hop costs the worker itself. Thread counts follow (the programs count the CPUs
+they may run on).
 
 Starts its own cluster (scripts/cluster.sh, one worker, free loopback ports) and stops it.
 Needs the programs that scripts/setup.sh builds. Standard library only. Exit codes: 0 ok,
@@ -58,6 +64,24 @@ def machine_jiffies():
     return values[3] + values[4], sum(values[:8])
 
 
+def parse_cpus(text):
+    """A CPU list such as 0-1,4 as a set of ints."""
+    cpus = set()
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
+
+
+def pin_process(pid, cpus):
+    """Moves every thread of a running process onto cpus."""
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except ProcessLookupError:
+            pass  # a thread that ended meanwhile
+
+
 def port_free(port):
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) != 0
@@ -71,12 +95,13 @@ def pick_ports():
     fail("found no free loopback ports")
 
 
-def bench(binary, args, window=None, pids=None):
+def bench(binary, args, window=None, pids=None, cpus=None):
     """Runs deeplab-bench --json. With window=(start, end) seconds after launch, also returns
     the CPUs each of pids (a name -> pid dict, the bench added as 'load generator') used
     over that window, and the machine's idle CPUs."""
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
     proc = subprocess.Popen([binary] + args + ["--json"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=pin)
     shares = None
     if window is not None:
         launched = time.monotonic()
@@ -118,6 +143,8 @@ def main():
     parser.add_argument("--images", default=os.path.join(ROOT, "models/demo/samples/images"))
     parser.add_argument("--bin", default=os.environ.get("DEEPLAB_BIN",
                                                         os.path.join(ROOT, "build/bin")))
+    parser.add_argument("--worker-cpus", help="CPUs of the worker and the in-process step")
+    parser.add_argument("--other-cpus", help="CPUs of the gateway and the load generator")
     parser.add_argument("--json", help="also write every round's numbers here")
     args = parser.parse_args()
     if args.rounds < 1 or args.duration < 1 or args.warmup < 0 or args.concurrency < 1:
@@ -125,6 +152,23 @@ def main():
         print("efficiency: --rounds and --concurrency at least 1, --duration at least 1 s",
               file=sys.stderr)
         sys.exit(2)
+    worker_cpus = other_cpus = None
+    if bool(args.worker_cpus) != bool(args.other_cpus):
+        print("efficiency: --worker-cpus and --other-cpus go together", file=sys.stderr)
+        sys.exit(2)
+    if args.worker_cpus:
+        try:
+            worker_cpus = parse_cpus(args.worker_cpus)
+            other_cpus = parse_cpus(args.other_cpus)
+            os.sched_setaffinity(0, os.sched_getaffinity(0))  # this Python can pin at all
+        except (ValueError, OSError) as e:
+            print("efficiency: bad CPU list: %s" % e, file=sys.stderr)
+            sys.exit(2)
+        allowed = os.sched_getaffinity(0)
+        if not worker_cpus <= allowed or not other_cpus <= allowed or worker_cpus & other_cpus:
+            print("efficiency: --worker-cpus and --other-cpus must be disjoint sets of the CPUs "
+                  "this process may use (%s)" % sorted(allowed), file=sys.stderr)
+            sys.exit(2)
     binary = os.path.join(args.bin, "deeplab-bench")
     if not os.access(binary, os.X_OK):
         fail("no %s (build first: bash scripts/setup.sh)" % binary)
@@ -137,7 +181,9 @@ def main():
                                    "--metrics-port", str(port + 1000),
                                    "--http-port", str(port + 2000), "--models", args.models,
                                    "--wait-for", args.model, "--detach"],
-                        env=env, capture_output=True, text=True)
+                        env=env, capture_output=True, text=True,
+                        preexec_fn=(lambda: os.sched_setaffinity(0, worker_cpus))
+                        if worker_cpus else None)
     if up.returncode != 0:
         fail("the cluster did not start:\n" + up.stdout + up.stderr)
     rows = []
@@ -147,16 +193,19 @@ def main():
             for line in f:
                 pid, name = line.split()
                 pids["worker" if name.startswith("worker") else name] = int(pid)
+        if other_cpus:
+            pin_process(pids["gateway"], other_cpus)
         common = ["--model", args.model, "--images", args.images,
                   "--duration", "%gs" % args.duration, "--warmup", "%gs" % args.warmup]
         for r in range(1, args.rounds + 1):
             inproc, _ = bench(binary, ["--in-process", "--models", args.models,
-                                       "--batch-sizes", args.batch_sizes] + common)
+                                       "--batch-sizes", args.batch_sizes] + common,
+                              cpus=worker_cpus)
             window = (args.warmup + 0.5, args.warmup + args.duration - 0.5)
             served, shares = bench(binary, ["--server", "127.0.0.1:%d" % port, "--concurrency",
                                             str(args.concurrency), "--mode", args.mode,
                                             "--wait-ready", "30s"] + common,
-                                   window=window, pids=pids)
+                                   window=window, pids=pids, cpus=other_cpus)
             ceiling = inproc["ceiling"]
             step = served["steps"][0]
             row = {"round": r, "in_process": ceiling["throughput"],
@@ -186,13 +235,17 @@ def main():
     others = statistics.median(row["cpus"]["gateway"] + row["cpus"]["load generator"]
                                for row in rows)
     print()
-    print("median efficiency %.3f over %d rounds (%s calls, concurrency %d, %s cores); median CPUs: "
+    layout = ("worker on CPUs %s, gateway and load generator on %s" % (args.worker_cpus,
+                                                                         args.other_cpus)
+              if worker_cpus else "%s cores shared" % os.cpu_count())
+    print("median efficiency %.3f over %d rounds (%s calls, concurrency %d, %s); median CPUs: "
           "worker %.3f, gateway + load generator %.3f"
-          % (median, len(rows), args.mode, args.concurrency, os.cpu_count(), worker, others))
+          % (median, len(rows), args.mode, args.concurrency, layout, worker, others))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"rounds": rows, "median_efficiency": median,
                        "mode": args.mode, "concurrency": args.concurrency, "cores": os.cpu_count(),
+                   "worker_cpus": args.worker_cpus, "other_cpus": args.other_cpus,
                    "pids": pids}, f, indent=1)
 
 

@@ -16,7 +16,7 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
   { cat "$out/log"; fail "efficiency.py exited $?"; }
 grep -qE '^\| 1 \| [0-9.]+ \(batch 4\) \| [0-9.]+ \(mean batch [0-9.]+\) \| [0-9.]+ \|' "$out/log" ||
   { cat "$out/log"; fail "no table row"; }
-grep -q "^median efficiency [0-9.]* over 1 rounds (unary calls, concurrency 16" "$out/log" ||
+grep -q "^median efficiency [0-9.]* over 1 rounds (unary calls, concurrency 16, " "$out/log" ||
   { cat "$out/log"; fail "no summary"; }
 "$python" - "$out/e.json" <<'PY' || { cat "$out/log"; fail "bad JSON"; }
 import json, os, sys
@@ -39,6 +39,16 @@ code=$?
 set -e
 [ $code -eq 2 ] || { cat "$out/bad"; fail "--rounds 0 exited $code, not 2"; }
 grep -q "at least 1" "$out/bad" || { cat "$out/bad"; fail "no message for --rounds 0"; }
+for bad in "--worker-cpus 0" "--worker-cpus 0 --other-cpus 0" "--worker-cpus x --other-cpus 1" \
+  "--worker-cpus 0 --other-cpus 100000"; do
+  set +e
+  # shellcheck disable=SC2086
+  "$python" "$source_dir/scripts/bench/efficiency.py" --bin "$bin_dir" $bad >"$out/bad" 2>&1
+  code=$?
+  set -e
+  [ $code -eq 2 ] || { cat "$out/bad"; fail "$bad exited $code, not 2"; }
+  grep -q "efficiency: " "$out/bad" || { cat "$out/bad"; fail "no message for $bad"; }
+done
 # The cluster it started is gone: its worker and gateway have exited.
 for pid in $("$python" -c 'import json, sys; print(*json.load(open(sys.argv[1]))["pids"].values())' "$out/e.json"); do
   if kill -0 "$pid" 2>/dev/null; then fail "process $pid of its cluster is still running"; fi
