@@ -330,9 +330,9 @@ void Gateway::Dispatch(scheduler::Batch batch) {
       v1::SegmentRequest& r = *it->second->request;
       v1::InferItem* item = call->request.add_items();
       item->set_id(absl::StrCat(task.id));
-      // Lent, not copied: the image is the bulk of the request, and a copy cost a tenth of
-      // the gateway's CPU and twice each image's memory. ReturnImages gives it back when the
-      // batch is re-sent.
+      // Lent, not copied: the image is the bulk of the request, and copying it held each
+      // in-flight image twice (and was most of the gateway's memmove). ReturnImages gives it
+      // back when the batch is re-sent.
       item->mutable_image()->Swap(r.mutable_image());
       *item->mutable_outputs() = r.outputs();
       call->tasks.push_back(task);
