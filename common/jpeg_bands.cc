@@ -1,4 +1,3 @@
-#include "common/cpu_count.h"
 #include "common/jpeg_bands.h"
 
 #include <jpeglib.h>
@@ -15,6 +14,8 @@
 #include <string_view>
 #include <thread>
 #include <vector>
+
+#include "common/cpu_count.h"
 
 namespace deeplab {
 namespace {

@@ -1,16 +1,15 @@
-#include "common/cpu_count.h"
 #include "services/bench/in_process_bench.h"
 
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <memory>
-#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
+#include "common/cpu_count.h"
 #include "workers/repository/model_repository.h"
 #include "workers/worker/engine.h"
 

@@ -6,13 +6,12 @@
 #include <chrono>
 #include <iostream>
 #include <string>
-#include <thread>
 #include <vector>
 
-#include "common/cpu_count.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "common/cpu_count.h"
 #include "workers/model/deeplab.h"
 #include "workers/tools/tool_flags.h"
 #include "workers/weights/segmentation_model.h"

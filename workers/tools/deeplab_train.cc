@@ -5,14 +5,13 @@
 //   deeplab-train eval --weights FILE [--arch ...] --seed S --count N
 #include <iostream>
 #include <string>
-#include <thread>
 
-#include "common/cpu_count.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/cpu_count.h"
 #include "workers/tools/tool_flags.h"
 #include "workers/train/scenes.h"
 #include "workers/train/trainer.h"

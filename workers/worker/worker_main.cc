@@ -11,15 +11,14 @@
 #include <iostream>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
-#include "common/cpu_count.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "common/cpu_count.h"
 #include "common/nvml.h"
 #include "common/process_metrics.h"
 #include "common/server_flags.h"
