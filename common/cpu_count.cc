@@ -44,23 +44,8 @@ std::optional<double> Tighter(std::optional<double> a, std::optional<double> b) 
 CpuCount Measure() {
   CpuCount count;
   count.affinity = AffinityCpus();
-  // /proc/self/cgroup: "0::/path" (v2) or "N:cpu,cpuacct:/path" (v1).
   if (std::optional<std::string> cgroups = ReadSmallFile("/proc/self/cgroup")) {
-    for (absl::string_view line : absl::StrSplit(*cgroups, '\n', absl::SkipEmpty())) {
-      std::vector<absl::string_view> parts = absl::StrSplit(line, absl::MaxSplits(':', 2));
-      if (parts.size() != 3) continue;
-      const std::string path(parts[2]);
-      if (parts[0] == "0" && parts[1].empty()) {
-        count.quota = Tighter(count.quota, CgroupQuota("/sys/fs/cgroup", path, true));
-        continue;
-      }
-      for (absl::string_view controller : absl::StrSplit(parts[1], ',')) {
-        if (controller != "cpu") continue;
-        for (const char* mount : {"/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/cpu"}) {
-          count.quota = Tighter(count.quota, CgroupQuota(mount, path, false));
-        }
-      }
-    }
+    count.quota = QuotaFromProcCgroup(*cgroups, "/sys/fs/cgroup");
   }
   count.usable = CoresFrom(count.affinity, count.quota);
   return count;
@@ -114,6 +99,28 @@ int CoresFrom(int affinity, std::optional<double> quota) {
     if (limit < cores) cores = static_cast<int>(limit);
   }
   return std::max(1, cores);
+}
+
+std::optional<double> QuotaFromProcCgroup(absl::string_view proc_self_cgroup,
+                                          const std::string& mount_root) {
+  std::optional<double> quota;
+  // "0::/path" (v2) or "N:cpu,cpuacct:/path" (v1).
+  for (absl::string_view line : absl::StrSplit(proc_self_cgroup, '\n', absl::SkipEmpty())) {
+    std::vector<absl::string_view> parts = absl::StrSplit(line, absl::MaxSplits(':', 2));
+    if (parts.size() != 3) continue;
+    const std::string path(parts[2]);
+    if (parts[0] == "0" && parts[1].empty()) {
+      quota = Tighter(quota, CgroupQuota(mount_root, path, true));
+      continue;
+    }
+    for (absl::string_view controller : absl::StrSplit(parts[1], ',')) {
+      if (controller != "cpu") continue;
+      for (const char* mount : {"/cpu,cpuacct", "/cpu"}) {
+        quota = Tighter(quota, CgroupQuota(mount_root + mount, path, false));
+      }
+    }
+  }
+  return quota;
 }
 
 std::optional<double> CgroupQuota(const std::string& root, const std::string& path, bool v2) {

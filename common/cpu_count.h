@@ -31,6 +31,11 @@ std::optional<double> ParseCgroupV2CpuMax(absl::string_view cpu_max);
 std::optional<double> ParseCgroupV1Quota(absl::string_view quota_us, absl::string_view period_us);
 // min(affinity, ceil(quota)), at least 1.
 int CoresFrom(int affinity, std::optional<double> quota);
+// The tightest CPU limit of the cgroups that `proc_self_cgroup` (the text of
+// /proc/self/cgroup) lists, with the cgroup file systems mounted under `mount_root`
+// (/sys/fs/cgroup: v2 there, v1 in its cpu,cpuacct or cpu folder).
+std::optional<double> QuotaFromProcCgroup(absl::string_view proc_self_cgroup,
+                                          const std::string& mount_root);
 // The tightest cpu limit under `root` (a cgroup mount, e.g. /sys/fs/cgroup) for the cgroup
 // path `path` of /proc/self/cgroup, from it up to the mount root. v2 reads cpu.max; v1 reads
 // cpu.cfs_quota_us and cpu.cfs_period_us.

@@ -73,6 +73,29 @@ TEST(CpuCountTest, TheTightestLimitOnTheWayUpCounts) {
   std::filesystem::remove_all(v1);
 }
 
+// /proc/self/cgroup as the three layouts write it: cgroup v2 alone, v1 (the cpu controller
+// on its own line, mounted as cpu,cpuacct), and hybrid (both; v1 holds the limit).
+TEST(CpuCountTest, ReadsTheCpuControllersLinesOfProcSelfCgroup) {
+  const std::string root = std::string(::testing::TempDir()) + "/cpu_count_proc";
+  std::filesystem::remove_all(root);
+  Write(root + "/kubepods/pod1/cpu.max", "250000 100000\n");
+  EXPECT_DOUBLE_EQ(QuotaFromProcCgroup("0::/kubepods/pod1/c1\n", root).value(), 2.5);
+  Write(root + "/cpu,cpuacct/docker/abc/cpu.cfs_quota_us", "150000\n");
+  Write(root + "/cpu,cpuacct/docker/abc/cpu.cfs_period_us", "100000\n");
+  const std::string v1 =
+      "12:memory:/docker/abc\n"  // another controller's limit means nothing here
+      "4:cpu,cpuacct:/docker/abc\n"
+      "1:name=systemd:/docker/abc\n";
+  EXPECT_DOUBLE_EQ(QuotaFromProcCgroup(v1, root).value(), 1.5);
+  EXPECT_DOUBLE_EQ(QuotaFromProcCgroup(v1 + "0::/\n", root).value(), 1.5);  // hybrid
+  Write(root + "/memory/docker/abc/cpu.max", "10000 100000\n");
+  EXPECT_DOUBLE_EQ(QuotaFromProcCgroup(v1, root).value(), 1.5);
+  EXPECT_EQ(QuotaFromProcCgroup("4:cpuacct:/docker/abc\n", root), std::nullopt);
+  EXPECT_EQ(QuotaFromProcCgroup("not a cgroup line\n\n", root), std::nullopt);
+  EXPECT_EQ(QuotaFromProcCgroup("", root), std::nullopt);
+  std::filesystem::remove_all(root);
+}
+
 TEST(CpuCountTest, ThisProcessCountsItsAffinityMask) {
   cpu_set_t set;
   CPU_ZERO(&set);
