@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <functional>
+#include <sstream>
+#include <string>
 #include <set>
 #include <thread>
 #include <tuple>
@@ -233,6 +236,44 @@ TEST(ModelTest, MultiplyAddsNearTheModelZooFigure) {
   const double macs = static_cast<double>(CountMultiplyAdds(model, 513, 513));
   // TF model zoo: 54.17e9 (docs/model-repository.md, "Multiply-adds", on the 0.25% difference).
   EXPECT_NEAR(macs / 1e9, 54.17, 0.2);
+  at::set_num_threads(threads);
+}
+
+// The ops a call ran, from LibTorch's profiler (its trace names each op).
+std::string OpsRun(const std::function<void()>& call) {
+  std::stringstream trace;
+  {
+    torch::autograd::profiler::RecordProfile profile(trace);
+    call();
+  }
+  return trace.str();
+}
+
+TEST(ModelTest, OneThreadInferenceConvolutionsRunOnOneDnn) {
+  // With one intra-op thread LibTorch would send these 1x1 convolutions of two images to
+  // im2col and the reference BLAS (15 to 28 s an image for Xception-65 at 512x512);
+  // RunConv sends them to oneDNN, with the same results.
+  const int threads = at::get_num_threads();
+  at::set_num_threads(1);
+  torch::manual_seed(3);
+  torch::nn::Conv2d plain = MakeConv(32, 24, 1);
+  torch::nn::Conv2d biased(torch::nn::Conv2dOptions(32, 5, 1));  // like the logits
+  torch::nn::Conv2d dilated = MakeConv(32, 8, 3, 1, 2, 2);
+  const torch::Tensor x = torch::randn({2, 32, 9, 11});
+  for (torch::nn::Conv2d* conv : {&plain, &biased, &dilated}) {
+    torch::NoGradGuard no_grad;
+    torch::Tensor y;
+    const std::string ops = OpsRun([&] { y = RunConv(*conv, x); });
+    EXPECT_NE(ops.find("mkldnn_convolution"), std::string::npos) << ops;
+    EXPECT_EQ(ops.find("slow_conv2d"), std::string::npos) << ops;
+    EXPECT_TRUE(torch::allclose(y, (*conv)->forward(x), 1e-4, 1e-5));
+    // Channels-last inputs too (the layout the worker may choose).
+    const torch::Tensor x_cl = x.contiguous(torch::MemoryFormat::ChannelsLast);
+    EXPECT_TRUE(torch::allclose(RunConv(*conv, x_cl), (*conv)->forward(x), 1e-4, 1e-5));
+  }
+  // Training (gradients on) keeps LibTorch's own choice: its backward needs it.
+  const std::string training = OpsRun([&] { RunConv(plain, x).sum().backward(); });
+  EXPECT_EQ(training.find("mkldnn_convolution"), std::string::npos);
   at::set_num_threads(threads);
 }
 

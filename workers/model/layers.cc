@@ -1,5 +1,8 @@
 #include "workers/model/layers.h"
 
+#include <ATen/Parallel.h>
+#include <ATen/ops/mkldnn_convolution.h>
+
 #include <algorithm>
 
 namespace deeplab {
@@ -29,8 +32,38 @@ torch::Tensor TfSamePad(const torch::Tensor& x, int64_t kernel, int64_t stride,
 ScopedMacCounter::ScopedMacCounter() { active_counter = this; }
 ScopedMacCounter::~ScopedMacCounter() { active_counter = nullptr; }
 
+namespace {
+
+// With one intra-op thread, LibTorch 1.13 runs a 1x1 convolution without stride or dilation
+// of fewer than 16 float images through im2col and BLAS instead of oneDNN ("THNN is faster
+// when single-threaded"), and Debian's LibTorch links whatever libblas.so.3 provides: the
+// reference BLAS unless an optimized one is installed. Xception-65 at 512x512 then took 15
+// to 28 s an image on one thread, against 0.4 s on two through oneDNN (docs/BENCHMARKS.md,
+// "One intra-op thread"). So with one thread, inference convolutions of float tensors on the
+// CPU go to oneDNN directly, as they do with more threads.
+bool ConvOnOneDnn(const torch::nn::Conv2d& conv, const torch::Tensor& x) {
+  const torch::nn::detail::ConvNdOptions<2>& o = conv->options;
+  return at::get_num_threads() == 1 && !torch::GradMode::is_enabled() && x.device().is_cpu() &&
+         x.layout() == torch::kStrided && x.scalar_type() == torch::kFloat &&
+         conv->weight.scalar_type() == torch::kFloat && !o.transposed() &&
+         c10::holds_alternative<torch::enumtype::kZeros>(o.padding_mode()) &&
+         c10::holds_alternative<torch::ExpandingArray<2>>(o.padding());
+}
+
+}  // namespace
+
 torch::Tensor RunConv(torch::nn::Conv2d& conv, const torch::Tensor& x) {
-  torch::Tensor y = conv->forward(x);
+  torch::Tensor y;
+  if (ConvOnOneDnn(conv, x)) {
+    const torch::nn::detail::ConvNdOptions<2>& o = conv->options;
+    const c10::optional<torch::Tensor> bias =
+        conv->bias.defined() ? c10::optional<torch::Tensor>(conv->bias) : c10::nullopt;
+    y = at::mkldnn_convolution(x, conv->weight, bias,
+                               c10::get<torch::ExpandingArray<2>>(o.padding()), o.stride(),
+                               o.dilation(), o.groups());
+  } else {
+    y = conv->forward(x);
+  }
   if (active_counter != nullptr) {
     const auto& w = conv->weight;  // (out, in/groups, kh, kw)
     const int64_t per_output = w.size(1) * w.size(2) * w.size(3);
