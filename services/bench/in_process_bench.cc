@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "common/cpu_count.h"
+#include "workers/model/onednn_cache.h"
 #include "workers/repository/model_repository.h"
 #include "workers/worker/engine.h"
 
@@ -156,6 +157,9 @@ absl::Status RunInProcess(const InProcessOptions& options,
   if (options.images.empty()) return absl::InvalidArgumentError("no images to send");
   const int instances = DefaultInstances(options.instances, options.device);
   at::set_num_threads(options.threads > 0 ? options.threads : Cores());
+  // As the worker does (its steps take one batch size at a time, so they would not show the
+  // difference; the served ones mix them).
+  RequestPrimitiveCacheCapacity(kDefaultPrimitiveCacheCapacity);
 
   InProcessInfo info;
   info.batch_sizes = options.batch_sizes.empty() ? DefaultBatchSizes(*config) : options.batch_sizes;

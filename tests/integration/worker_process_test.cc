@@ -11,6 +11,9 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_join.h"
 #include "common/image_codec.h"
@@ -285,6 +288,45 @@ TEST_F(WorkerProcessTest, DefaultThreadsFollowTheCoresItMayUse) {
   worker->Signal(SIGTERM);
   absl::StatusOr<int> code = worker->Wait(absl::Seconds(60));
   ASSERT_TRUE(code.ok()) << code.status();
+}
+
+// oneDNN fixes the size of its primitive cache when the process first uses it: the worker
+// sets it before loading anything, from --primitive-cache-capacity unless the environment
+// says otherwise, and its start line says what oneDNN took.
+TEST_F(WorkerProcessTest, SizesOneDnnsPrimitiveCacheBeforeLoading) {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"/usr/bin/env", "-u", "ONEDNN_PRIMITIVE_CACHE_CAPACITY", "-u",
+        "DNNL_PRIMITIVE_CACHE_CAPACITY", DEEPLAB_WORKER_BINARY, "--primitive-cache-capacity",
+        "3000"},
+       "oneDNN primitive cache 3000"},
+      {{"/usr/bin/env", "-u", "DNNL_PRIMITIVE_CACHE_CAPACITY", "ONEDNN_PRIMITIVE_CACHE_CAPACITY=555",
+        DEEPLAB_WORKER_BINARY, "--primitive-cache-capacity", "3000"},
+       "oneDNN primitive cache 555"},
+  };
+  for (const auto& [command, expected] : cases) {
+    std::vector<std::string> argv = command;
+    for (const char* arg : {"--models", repo_->c_str(), "--load", "colour", "--host", "127.0.0.1",
+                            "--port", "0", "--metrics-port", "0"}) {
+      argv.push_back(arg);
+    }
+    absl::StatusOr<deeplab::testing::ChildProcess> worker =
+        deeplab::testing::ChildProcess::Start(argv);
+    ASSERT_TRUE(worker.ok()) << worker.status();
+    absl::StatusOr<std::string> line =
+        worker->WaitForLine("deeplab-worker: cores ", absl::Seconds(60));
+    ASSERT_TRUE(line.ok()) << line.status();
+    EXPECT_THAT(*line, HasSubstr(expected));
+    worker->Signal(SIGTERM);
+    absl::StatusOr<int> code = worker->Wait(absl::Seconds(60));
+    ASSERT_TRUE(code.ok()) << code.status();
+  }
+
+  absl::StatusOr<deeplab::testing::ProgramResult> bad = deeplab::testing::RunProgram(
+      {DEEPLAB_WORKER_BINARY, "--models", *repo_, "--primitive-cache-capacity", "-1"},
+      absl::Seconds(60));
+  ASSERT_TRUE(bad.ok()) << bad.status();
+  EXPECT_EQ(bad->exit_code, 2);
+  EXPECT_THAT(bad->err, HasSubstr("--primitive-cache-capacity must be 0 (no cache) or more"));
 }
 
 TEST_F(WorkerProcessTest, SigtermDrainsInFlightBatchesAndRefusesNewOnes) {

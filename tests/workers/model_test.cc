@@ -1,8 +1,12 @@
 // The model family: shapes for every backbone and output stride, the published parameter
 // counts, TF 'same' padding, activations and the Keras naming contract.
+#include <dlfcn.h>
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <functional>
+#include <iostream>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <string>
@@ -10,6 +14,7 @@
 
 #include "tests/workers/test_util.h"
 #include "workers/model/deeplab.h"
+#include "workers/model/onednn_cache.h"
 #include "workers/weights/keras_h5.h"
 
 namespace deeplab {
@@ -270,6 +275,53 @@ TEST(ModelTest, OneThreadInferenceConvolutionsRunOnOneDnn) {
   const std::string training = OpsRun([&] { RunConv(plain, x).sum().backward(); });
   EXPECT_EQ(training.find("mkldnn_convolution"), std::string::npos);
   at::set_num_threads(threads);
+}
+
+
+// A convolution through oneDNN, as the worker's first one at warm-up.
+void ConvolveOnce() {
+  torch::InferenceMode guard;
+  torch::nn::Conv2d conv = MakeConv(8, 4, 3);
+  (void)RunConv(conv, torch::randn({3, 8, 10, 10}));
+}
+
+// Without asking for the capacity, which would fix it in this process.
+bool OneDnnExported() {
+  return dlsym(RTLD_DEFAULT, "dnnl_get_primitive_cache_capacity") != nullptr;
+}
+
+// oneDNN fixes its cache capacity once per process, so each case runs in a child of its own
+// (a death test, which re-executes the test binary and runs this test's body again:
+// "threadsafe").
+TEST(PrimitiveCacheTest, CapacityAskedForBeforeTheFirstConvolutionHolds) {
+  if (!OneDnnExported()) GTEST_SKIP() << "this LibTorch hides oneDNN's API";
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        unsetenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY");
+        unsetenv("DNNL_PRIMITIVE_CACHE_CAPACITY");
+        const bool set = RequestPrimitiveCacheCapacity(5000);
+        ConvolveOnce();
+        const std::optional<int> capacity = PrimitiveCacheCapacity();
+        std::cerr << "set " << set << " capacity " << capacity.value_or(-1) << std::endl;
+        std::exit(set && capacity == 5000 ? 0 : 1);
+      },
+      ::testing::ExitedWithCode(0), "set 1 capacity 5000");
+}
+
+TEST(PrimitiveCacheTest, TheEnvironmentsCapacityWins) {
+  if (!OneDnnExported()) GTEST_SKIP() << "this LibTorch hides oneDNN's API";
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "777", 1);
+        const bool set = RequestPrimitiveCacheCapacity(5000);
+        ConvolveOnce();
+        std::cerr << "set " << set << " capacity " << PrimitiveCacheCapacity().value_or(-1)
+                  << std::endl;
+        std::exit(0);
+      },
+      ::testing::ExitedWithCode(0), "set 0 capacity 777");
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,7 @@
 #include "common/process_metrics.h"
 #include "common/server_flags.h"
 #include "common/server_main.h"
+#include "workers/model/onednn_cache.h"
 #include "workers/worker/engine.h"
 #include "workers/worker/worker_service.h"
 
@@ -49,6 +51,10 @@ ABSL_FLAG(std::string, layout, "auto",
           "Network memory layout: auto (time NCHW and channels-last at warm-up, keep the "
           "faster), nchw or channels_last");
 ABSL_FLAG(int, max_forward_batch, 32, "Largest forward pass, in network inputs");
+ABSL_FLAG(int, primitive_cache_capacity, deeplab::kDefaultPrimitiveCacheCapacity,
+          "oneDNN primitives kept built (one per convolution shape and batch size; oneDNN's "
+          "own default of 1024 is too few for batch sizes 1 to 32 at once). The environment's "
+          "ONEDNN_PRIMITIVE_CACHE_CAPACITY wins where set");
 ABSL_FLAG(int64_t, max_image_bytes, 64 << 20, "Largest encoded image accepted, in bytes");
 ABSL_FLAG(int64_t, max_image_pixels, 50'000'000, "Largest decoded image, in pixels");
 ABSL_FLAG(bool, reduced_decode, true,
@@ -103,6 +109,13 @@ int Run() {
   const int cores = deeplab::UsableCores().usable;
   const int threads = absl::GetFlag(FLAGS_threads) > 0 ? absl::GetFlag(FLAGS_threads) : cores;
   at::set_num_threads(threads);
+  // Before the first convolution (loading warms every weight set up): oneDNN reads it once.
+  if (absl::GetFlag(FLAGS_primitive_cache_capacity) < 0) {
+    std::cerr << "deeplab-worker: --primitive-cache-capacity must be 0 (no cache) or more, got "
+              << absl::GetFlag(FLAGS_primitive_cache_capacity) << "\n";
+    return 2;
+  }
+  deeplab::RequestPrimitiveCacheCapacity(absl::GetFlag(FLAGS_primitive_cache_capacity));
 
   deeplab::WorkerOptions options;
   options.runtime.device = absl::GetFlag(FLAGS_device);
@@ -167,7 +180,11 @@ int Run() {
   }
   std::cout << "deeplab-worker: cores " << deeplab::UsableCores().Describe() << ", threads "
             << threads << ", pipeline threads " << options.pipeline_threads << ", instances "
-            << instances << std::endl;
+            << instances;
+  if (std::optional<int> capacity = deeplab::PrimitiveCacheCapacity(); capacity.has_value()) {
+    std::cout << ", oneDNN primitive cache " << *capacity;
+  }
+  std::cout << std::endl;
 
   // Status answers while the weight sets load; health turns SERVING only after.
   if (absl::Status s = engine.LoadRepository(absl::GetFlag(FLAGS_models), absl::GetFlag(FLAGS_load));
