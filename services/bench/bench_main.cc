@@ -65,6 +65,9 @@ ABSL_FLAG(std::vector<std::string>, batch_sizes, {},
 ABSL_FLAG(int, threads, 0, "In-process: LibTorch intra-op threads; 0: one per usable core");
 ABSL_FLAG(int, instances, 0,
           "In-process: forward passes at once, as deeplab-worker --instances (0: 2 on a CPU, 1 on CUDA)");
+ABSL_FLAG(bool, share_threads, true,
+          "In-process: forward passes at once share the intra-op threads, as deeplab-worker "
+          "--share-threads");
 ABSL_FLAG(int, pipeline_threads, 0, "In-process: decode/encode threads; 0: one per usable core");
 ABSL_FLAG(int, batch_slots, 0,
           "In-process: batches in flight, as deeplab-worker --batch-slots (0: its default)");
@@ -119,6 +122,7 @@ int RunInProcessMode(const std::vector<BenchImage>& images, const v1::OutputOpti
   options.requests = absl::GetFlag(FLAGS_requests);
   options.threads = absl::GetFlag(FLAGS_threads);
   options.instances = absl::GetFlag(FLAGS_instances);
+  options.share_threads = absl::GetFlag(FLAGS_share_threads);
   options.pipeline_threads = absl::GetFlag(FLAGS_pipeline_threads);
   options.batch_slots = absl::GetFlag(FLAGS_batch_slots);
   options.device = absl::GetFlag(FLAGS_device);

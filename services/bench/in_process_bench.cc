@@ -172,6 +172,7 @@ absl::Status RunInProcess(const InProcessOptions& options,
   worker.layout = *layout;
   worker.precision = *precision;
   worker.instances = instances;
+  worker.share_intra_op_threads = options.share_threads;
   worker.reduced_decode = options.reduced_decode;
   worker.decode_threads = options.decode_threads;
   worker.batch_slots = DefaultBatchSlots(options.batch_slots, instances, options.device);

@@ -35,6 +35,7 @@ struct InProcessOptions {
   int64_t requests = 0;
   int threads = 0;           // LibTorch intra-op threads; 0: one per core
   int instances = 0;         // forward passes at once, as deeplab-worker --instances
+  bool share_threads = true;  // as deeplab-worker --share-threads
   int pipeline_threads = 0;  // decode/encode threads; 0: one per core
   std::string device = "cpu";
   int batch_slots = 0;  // batches in flight, as deeplab-worker --batch-slots (0: its default)

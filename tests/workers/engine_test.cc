@@ -5,15 +5,21 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <ATen/Parallel.h>
+
+#include <atomic>
 #include <cmath>
 #include <future>
 #include <map>
+#include <thread>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
 #include "common/image_codec.h"
 #include "tests/workers/test_util.h"
 #include "workers/worker/engine.h"
+#include "workers/worker/intra_op_threads.h"
+#include "workers/worker/worker_metrics.h"
 
 namespace deeplab {
 namespace {
@@ -540,6 +546,123 @@ TEST(DefaultInstancesTest, TwoOnCpuOneOnCuda) {
   EXPECT_EQ(DefaultInstances(0, "cuda:1"), 1);
   EXPECT_EQ(DefaultInstances(3, "cuda"), 3);
   EXPECT_EQ(DefaultInstances(1, "cpu"), 1);
+}
+
+TEST(IntraOpThreadsTest, PassesAtOnceShareTheThreads) {
+  EXPECT_EQ(IntraOpShare(2, 2, 1), 2);  // alone: all of them
+  EXPECT_EQ(IntraOpShare(2, 2, 2), 1);
+  EXPECT_EQ(IntraOpShare(2, 2, 7), 1);  // no more at once than there are instances
+  EXPECT_EQ(IntraOpShare(8, 2, 2), 4);
+  EXPECT_EQ(IntraOpShare(8, 3, 3), 2);
+  EXPECT_EQ(IntraOpShare(3, 2, 2), 1);
+  EXPECT_EQ(IntraOpShare(1, 2, 2), 1);  // at least one each
+  EXPECT_EQ(IntraOpShare(4, 1, 3), 4);  // one instance never shares
+  EXPECT_EQ(IntraOpShare(4, 2, 0), 4);
+}
+
+// The team size is the calling thread's own: ops it runs use that many threads, and other
+// threads keep theirs.
+TEST(IntraOpThreadsTest, SetsTheCallingThreadsTeamOnly) {
+  const int before = at::get_num_threads();
+  at::set_num_threads(2);
+  // The highest OpenMP thread number an op run from this thread reaches.
+  auto widest_team = [] {
+    std::atomic<int> widest{0};
+    at::parallel_for(0, 64, 1, [&](int64_t, int64_t) {
+      int seen = widest.load();
+      const int mine = at::get_thread_num();
+      while (mine > seen && !widest.compare_exchange_weak(seen, mine)) {
+      }
+    });
+    return widest.load();
+  };
+  int inside_threads = 0, inside_widest = -1;
+  bool set = false;
+  std::thread one([&] {
+    set = SetIntraOpThreadsOfThisThread(1);
+    inside_threads = at::get_num_threads();
+    inside_widest = widest_team();
+  });
+  one.join();
+  ASSERT_TRUE(set);
+  EXPECT_EQ(inside_threads, 1);
+  EXPECT_EQ(inside_widest, 0);
+  EXPECT_EQ(at::get_num_threads(), 2);
+  int other_threads = 0;
+  std::thread other([&] { other_threads = at::get_num_threads(); });
+  other.join();
+  EXPECT_EQ(other_threads, 2);
+  at::set_num_threads(before);
+}
+
+// Passes by the intra-op threads they ran with (deeplab_worker_forward_passes_total).
+std::map<std::string, double> PassesByThreads(prometheus::Registry& registry) {
+  std::map<std::string, double> passes;
+  for (const prometheus::MetricFamily& family : registry.Collect()) {
+    if (family.name != "deeplab_worker_forward_passes_total") continue;
+    for (const prometheus::ClientMetric& m : family.metric) {
+      for (const prometheus::ClientMetric::Label& l : m.label) {
+        if (l.name == "threads") passes[l.value] += m.counter.value;
+      }
+    }
+  }
+  return passes;
+}
+
+// Two forward threads and two intra-op threads: a batch alone runs with both; batches sent
+// together run with one each (at least those that find another running); with sharing off
+// every pass takes both.
+TEST_F(EngineTest, ForwardPassesAtOnceShareTheIntraOpThreads) {
+  const int before = at::get_num_threads();
+  at::set_num_threads(2);
+  v1::ModelConfig config;
+  config.set_name("net");
+  config.mutable_architecture()->set_backbone("mobilenetv2");
+  config.mutable_architecture()->set_num_classes(4);
+  config.mutable_input()->set_height(224);
+  config.mutable_input()->set_width(224);
+  config.mutable_weights()->set_format(v1::WEIGHTS_FORMAT_RANDOM);
+  config.set_precision(v1::PRECISION_FP32);
+  const v1::InferRequest request =
+      Request("net", std::vector<std::string>(4, Png(Blocks(50, 70, 2, 2))));
+  for (const bool share : {true, false}) {
+    SCOPED_TRACE(share ? "sharing" : "not sharing");
+    prometheus::Registry registry;
+    WorkerMetrics metrics(registry);
+    WorkerOptions options = options_;
+    options.instances = 2;
+    options.batch_slots = 6;
+    options.share_intra_op_threads = share;
+    WorkerEngine engine(options, &metrics);
+    engine.LoadWeightSet(config, "");
+    ASSERT_TRUE(engine.Status().weight_sets(0).ready()) << engine.Status().weight_sets(0).reason();
+
+    for (int i = 0; i < 2; ++i) {  // one at a time
+      v1::InferResponse response;
+      std::promise<absl::Status> done;
+      engine.Infer(request, &response, [&](absl::Status s) { done.set_value(s); });
+      ASSERT_TRUE(done.get_future().get().ok());
+    }
+    EXPECT_EQ(PassesByThreads(registry), (std::map<std::string, double>{{"2", 2}}));
+
+    std::vector<v1::InferResponse> responses(6);
+    std::vector<std::promise<absl::Status>> done(6);
+    for (int i = 0; i < 6; ++i) {
+      engine.Infer(request, &responses[i], [&done, i](absl::Status s) { done[i].set_value(s); });
+    }
+    for (int i = 0; i < 6; ++i) {
+      ASSERT_TRUE(done[i].get_future().get().ok());
+      EXPECT_EQ(responses[i].items(0).code(), 0) << responses[i].items(0).message();
+    }
+    const std::map<std::string, double> passes = PassesByThreads(registry);
+    if (share) {
+      EXPECT_GE(passes.count("1") ? passes.at("1") : 0, 1) << "no pass ran with one thread";
+      EXPECT_EQ((passes.count("1") ? passes.at("1") : 0) + passes.at("2"), 8);
+    } else {
+      EXPECT_EQ(passes, (std::map<std::string, double>{{"2", 8}}));
+    }
+  }
+  at::set_num_threads(before);
 }
 
 }  // namespace

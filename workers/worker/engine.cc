@@ -1,5 +1,7 @@
 #include "workers/worker/engine.h"
 
+#include <ATen/Parallel.h>
+
 #include <atomic>
 #include <chrono>
 #include <filesystem>
@@ -15,6 +17,7 @@
 #include "common/release_memory.h"
 #include "common/output_options.h"
 #include "workers/repository/model_repository.h"
+#include "workers/worker/intra_op_threads.h"
 
 namespace deeplab {
 namespace {
@@ -118,7 +121,10 @@ int DefaultBatchSlots(int requested, int instances, const std::string& device) {
 }
 
 WorkerEngine::WorkerEngine(WorkerOptions options, WorkerMetrics* metrics)
-    : options_(std::move(options)), metrics_(metrics), device_(options_.runtime.device) {
+    : options_(std::move(options)),
+      metrics_(metrics),
+      device_(options_.runtime.device),
+      intra_op_threads_(at::get_num_threads()) {
   pool_ = std::make_unique<ThreadPool>(options_.pipeline_threads);
   for (int i = 0; i < std::max(1, options_.instances); ++i) {
     forward_threads_.emplace_back([this] { ForwardLoop(); });
@@ -416,10 +422,17 @@ void WorkerEngine::ForwardLoop() {
     // A bad or absent device: the weight sets fail to load and say why; run stream-less.
   }
   const size_t max_in_flight = streams.empty() ? 1 : streams.size();
+  // On a CPU each pass runs here, start to end: size its OpenMP team to the passes running
+  // with it (intra_op_threads.h). Not on CUDA, where these threads only enqueue work.
+  const bool share_threads = options_.share_intra_op_threads && streams.empty() &&
+                             options_.instances > 1 && intra_op_threads_ > 1 &&
+                             !absl::StartsWith(device_, "cuda");
+  int threads_now = at::get_num_threads();
   std::deque<std::shared_ptr<Job>> in_flight;
   size_t next_stream = 0;
   for (;;) {
     std::shared_ptr<Job> job;
+    int busy = 0;  // passes that want to run now, this one included
     {
       absl::MutexLock lock(&mu_);
       auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -430,6 +443,7 @@ void WorkerEngine::ForwardLoop() {
       if (!forward_queue_.empty()) {
         job = forward_queue_.front();
         forward_queue_.pop_front();
+        busy = ++forwards_running_ + static_cast<int>(forward_queue_.size());
       }
     }
     if (job == nullptr) {
@@ -438,14 +452,23 @@ void WorkerEngine::ForwardLoop() {
       in_flight.pop_front();
       continue;
     }
+    if (share_threads) {
+      const int share = IntraOpShare(intra_op_threads_, options_.instances, busy);
+      if (share != threads_now && SetIntraOpThreadsOfThisThread(share)) threads_now = share;
+    }
     std::optional<c10::Stream> stream;
     if (!streams.empty()) stream = streams[next_stream++ % streams.size()];
-    if (SubmitBatch(job, stream)) in_flight.push_back(job);
+    if (SubmitBatch(job, stream)) {
+      in_flight.push_back(job);
+      if (metrics_ != nullptr) metrics_->CountForwardPass(job->weight_set->name, threads_now);
+    }
     // Keep at most max_in_flight batches submitted: wait for the oldest beyond that.
     while (in_flight.size() >= max_in_flight) {
       CollectBatch(in_flight.front());
       in_flight.pop_front();
     }
+    absl::MutexLock lock(&mu_);
+    --forwards_running_;
   }
 }
 

@@ -5,7 +5,8 @@
 // Concurrency: decode/preprocess and encode run per item on a thread pool; batches go
 // through the batch path on `instances` dedicated threads (the intra-op threads of LibTorch
 // parallelise each pass). On a CPU each thread runs one batch at a time, and the labels of
-// its items are restored on the pool. On CUDA each thread keeps two batches in flight on
+// its items are restored on the pool; a pass that runs alone takes all the intra-op threads,
+// passes that run at once share them (intra_op_threads.h). On CUDA each thread keeps two batches in flight on
 // two streams: it enqueues the next batch (upload, forward, restore, copy back) while the
 // device computes the current one, and waits only for the older one's outputs. So the next
 // batch decodes while the current one is in the forward pass. The engine is independent of
@@ -53,6 +54,10 @@ struct WorkerOptions {
   // Forward passes that may run at once, each on its own thread (Triton's instance count),
   // each with LibTorch's intra-op threads. See DefaultInstances.
   int instances = 1;
+  // On a CPU: a forward pass that runs alone takes all of LibTorch's intra-op threads
+  // (at::get_num_threads() when the engine is made), passes that run at once share them out
+  // (intra_op_threads.h). false: every pass takes them all.
+  bool share_intra_op_threads = true;
   // Batches in flight at once (in the batch path, decoding or encoding); Status reports the
   // free ones so the gateway sends no more than that. See DefaultBatchSlots.
   int batch_slots = 2;
@@ -170,6 +175,10 @@ class WorkerEngine {
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::deque<std::shared_ptr<Job>> forward_queue_ ABSL_GUARDED_BY(mu_);
+  // Forward passes running now, for sharing the intra-op threads.
+  int forwards_running_ ABSL_GUARDED_BY(mu_) = 0;
+  // LibTorch's intra-op threads when the engine was made: what a lone pass takes.
+  const int intra_op_threads_;
 
   // Declared last: destroyed first, so their threads stop before the state above goes.
   std::unique_ptr<ThreadPool> pool_;

@@ -41,6 +41,9 @@ ABSL_FLAG(int, pipeline_threads, 0, "Decode/encode threads; 0: one per usable co
 ABSL_FLAG(int, instances, 0,
           "Forward passes run at once; 0: 2 on a CPU (one pass over a small input leaves "
           "cores idle, see docs/BENCHMARKS.md), 1 on CUDA");
+ABSL_FLAG(bool, share_threads, true,
+          "On a CPU, forward passes that run at once share the --threads (at least one "
+          "each) and a pass alone takes them all; false: every pass takes them all");
 ABSL_FLAG(int, batch_slots, 0,
           "Batches in flight at once (see Status.free_batch_slots); 0: instances + 1 on a "
           "CPU, 2 x instances + 1 on CUDA (each instance keeps two batches on the device)");
@@ -143,6 +146,7 @@ int Run() {
   const int instances =
       deeplab::DefaultInstances(absl::GetFlag(FLAGS_instances), options.runtime.device);
   options.instances = instances;
+  options.share_intra_op_threads = absl::GetFlag(FLAGS_share_threads);
   options.batch_slots = deeplab::DefaultBatchSlots(absl::GetFlag(FLAGS_batch_slots), instances,
                                                    options.runtime.device);
   options.max_forward_batch = std::max(1, absl::GetFlag(FLAGS_max_forward_batch));

@@ -55,7 +55,17 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& registry)
                    .Help("Images decoded, by weight set, scale (1, 1/2, 1/4, 1/8: reduced JPEG "
                          "decoding) and threads (one, or bands: a JPEG with restart markers "
                          "decoded on several)")
-                   .Register(registry)) {}
+                   .Register(registry)),
+      forward_passes_(prometheus::BuildCounter()
+                          .Name("deeplab_worker_forward_passes_total")
+                          .Help("Forward passes (batches submitted to the network), by weight "
+                                "set and the intra-op threads they ran with: on a CPU a pass "
+                                "alone takes them all, passes at once share them")
+                          .Register(registry)) {}
+
+void WorkerMetrics::CountForwardPass(const std::string& model, int threads) {
+  forward_passes_.Add({{"model", model}, {"threads", absl::StrCat(threads)}}).Increment();
+}
 
 void WorkerMetrics::CountDecode(const std::string& model, int reduction, int bands) {
   decodes_

@@ -32,6 +32,8 @@ class WorkerMetrics {
   void CountDecode(const std::string& model, int reduction, int bands);
   // direction: "to_device" or "to_host".
   void CountDeviceBytes(const std::string& model, const std::string& direction, int64_t bytes);
+  // A forward pass run with `threads` intra-op threads (engine.h, share_intra_op_threads).
+  void CountForwardPass(const std::string& model, int threads);
 
  private:
   prometheus::Family<prometheus::Counter>& items_;
@@ -42,6 +44,7 @@ class WorkerMetrics {
   prometheus::Family<prometheus::Gauge>& slots_;
   prometheus::Family<prometheus::Counter>& device_bytes_;
   prometheus::Family<prometheus::Counter>& decodes_;
+  prometheus::Family<prometheus::Counter>& forward_passes_;
 };
 
 // A gRPC status code's canonical name, e.g. 3 -> "INVALID_ARGUMENT".
