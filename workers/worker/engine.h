@@ -5,11 +5,12 @@
 // Concurrency: decode/preprocess and encode run per item on a thread pool; batches go
 // through the batch path on `instances` dedicated threads (the intra-op threads of LibTorch
 // parallelise each pass). On a CPU each thread runs one batch at a time, and the labels of
-// its items are restored on the pool; a pass that runs alone takes all the intra-op threads,
-// passes that run at once share them (intra_op_threads.h). On CUDA each thread keeps two batches in flight on
-// two streams: it enqueues the next batch (upload, forward, restore, copy back) while the
-// device computes the current one, and waits only for the older one's outputs. So the next
-// batch decodes while the current one is in the forward pass. The engine is independent of
+// its items are restored on the pool; a pass that runs alone takes all the intra-op
+// threads, passes that run at once share them (intra_op_threads.h). On CUDA each thread
+// keeps two batches in flight on two streams: it enqueues the next batch (upload, forward,
+// restore, copy back) while the device computes the current one, and waits only for the
+// older one's outputs. So the next batch decodes while the current one is in the forward
+// pass. The engine is independent of
 // gRPC: Infer reports completion through a callback.
 //
 // Thread-safe. Load* must finish before Infer is called for the weight sets it loads.
