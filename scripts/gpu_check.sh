@@ -114,7 +114,7 @@ TLIB=$T/lib
   { echo "BUILD FAILED: protoc" | tee -a "$LOG"; exit 1; }
 FLAGS=(-std=c++17 "-O$([ "$QUICK" = 1 ] && echo 1 || echo 2)" -DNDEBUG "-D_GLIBCXX_USE_CXX11_ABI=$ABI" -I"$ROOT" -I"$B/gen"
        -isystem "$SYSINC" -isystem "$T/include" -isystem "$T/include/torch/csrc/api/include" -w)
-SRCS=(workers/model/{backbone,deeplab,layers,mobilenetv2,model_spec,resnet,xception}.cc
+SRCS=(workers/model/{backbone,deeplab,layers,mobilenetv2,model_spec,onednn_cache,resnet,xception}.cc
       workers/weights/{segmentation_model,native_checkpoint}.cc workers/batch/batch_path.cc
       workers/tools/gpu_check.cc scripts/gpu/keras_h5_stub.cc
       "$B/gen/deeplab/v1/model_config.pb.cc" "$B/gen/deeplab/v1/checkpoint.pb.cc")
@@ -158,7 +158,7 @@ else
   [ -e "$TLIB/libtorch_cuda.so" ] && TORCH_LIBS+=(-ltorch_cuda -lc10_cuda)
   "$CXX" -o "$B/deeplab-gpu-check" "$B"/obj/*.o -L"$TLIB" -Wl,--no-as-needed "${TORCH_LIBS[@]}" \
     -Wl,--as-needed -Wl,--allow-shlib-undefined "$SYSLIB"/libabsl_*.so "$SYSLIB/libprotobuf.so" \
-    "$SYSLIB/libz.so" -pthread -Wl,-rpath,"$TLIB" -Wl,-rpath,"$SYSLIB" 2>&1 | tee -a "$LOG"
+    "$SYSLIB/libz.so" -pthread -ldl -Wl,-rpath,"$TLIB" -Wl,-rpath,"$SYSLIB" 2>&1 | tee -a "$LOG"
   [ -x "$B/deeplab-gpu-check" ] || { echo "BUILD FAILED: link" | tee -a "$LOG"; exit 1; }
 fi
 echo "build ok" | tee -a "$LOG"
