@@ -619,12 +619,14 @@ TEST_F(EngineTest, ForwardPassesAtOnceShareTheIntraOpThreads) {
   config.set_name("net");
   config.mutable_architecture()->set_backbone("mobilenetv2");
   config.mutable_architecture()->set_num_classes(4);
-  config.mutable_input()->set_height(224);
-  config.mutable_input()->set_width(224);
+  config.mutable_architecture()->set_alpha(0.5);
+  config.mutable_input()->set_height(160);
+  config.mutable_input()->set_width(160);
   config.mutable_weights()->set_format(v1::WEIGHTS_FORMAT_RANDOM);
   config.set_precision(v1::PRECISION_FP32);
+  // Passes long enough to overlap, and nothing else at load (this runs under ASan too).
   const v1::InferRequest request =
-      Request("net", std::vector<std::string>(4, Png(Blocks(50, 70, 2, 2))));
+      Request("net", std::vector<std::string>(3, Png(Blocks(50, 70, 2, 2))));
   for (const bool share : {true, false}) {
     SCOPED_TRACE(share ? "sharing" : "not sharing");
     prometheus::Registry registry;
@@ -633,6 +635,8 @@ TEST_F(EngineTest, ForwardPassesAtOnceShareTheIntraOpThreads) {
     options.instances = 2;
     options.batch_slots = 6;
     options.share_intra_op_threads = share;
+    options.layout = LayoutChoice::kNchw;
+    options.warm_up = false;
     WorkerEngine engine(options, &metrics);
     engine.LoadWeightSet(config, "");
     ASSERT_TRUE(engine.Status().weight_sets(0).ready()) << engine.Status().weight_sets(0).reason();
