@@ -277,7 +277,6 @@ TEST(ModelTest, OneThreadInferenceConvolutionsRunOnOneDnn) {
   at::set_num_threads(threads);
 }
 
-
 // A convolution through oneDNN, as the worker's first one at warm-up.
 void ConvolveOnce() {
   torch::InferenceMode guard;
