@@ -660,8 +660,9 @@ TEST_F(EngineTest, ForwardPassesAtOnceShareTheIntraOpThreads) {
     }
     const std::map<std::string, double> passes = PassesByThreads(registry);
     if (share) {
-      EXPECT_GE(passes.count("1") ? passes.at("1") : 0, 1) << "no pass ran with one thread";
-      EXPECT_EQ((passes.count("1") ? passes.at("1") : 0) + passes.at("2"), 8);
+      const double one = passes.count("1") ? passes.at("1") : 0;
+      EXPECT_GE(one, 1) << "no pass ran with one thread";
+      EXPECT_EQ(one + passes.at("2"), 8);
     } else {
       EXPECT_EQ(passes, (std::map<std::string, double>{{"2", 8}}));
     }

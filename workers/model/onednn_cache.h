@@ -5,8 +5,8 @@
 // batch size, and keeps the most recent ones in one least-recently-used cache per process:
 // 1024 by default. A worker's batches take every size from 1 to the weight set's
 // max_batch_size. The demo set needs about 70 primitives per batch size, so sizes 1 to 32
-// need about 2,300, and at mixed load the cache keeps evicting and rebuilding them (about
-// 0.17 ms each; docs/BENCHMARKS.md, "oneDNN's primitive cache").
+// need about 2,300, and at mixed load the cache keeps evicting and rebuilding them (0.2 to
+// 0.5 ms each on a 2-core VM; docs/BENCHMARKS.md, "oneDNN's primitive cache").
 #ifndef DEEPLAB_WORKERS_MODEL_ONEDNN_CACHE_H_
 #define DEEPLAB_WORKERS_MODEL_ONEDNN_CACHE_H_
 

@@ -422,11 +422,11 @@ void WorkerEngine::ForwardLoop() {
     // A bad or absent device: the weight sets fail to load and say why; run stream-less.
   }
   const size_t max_in_flight = streams.empty() ? 1 : streams.size();
-  // On a CPU each pass runs here, start to end: size its OpenMP team to the passes running
-  // with it (intra_op_threads.h). Not on CUDA, where these threads only enqueue work.
+  // On a CPU (no streams) each pass runs here, start to end: size its OpenMP team to the
+  // passes running with it (intra_op_threads.h). Not on CUDA, where these threads only
+  // enqueue work.
   const bool share_threads = options_.share_intra_op_threads && streams.empty() &&
-                             options_.instances > 1 && intra_op_threads_ > 1 &&
-                             !absl::StartsWith(device_, "cuda");
+                             options_.instances > 1 && intra_op_threads_ > 1;
   int threads_now = at::get_num_threads();
   std::deque<std::shared_ptr<Job>> in_flight;
   size_t next_stream = 0;
